@@ -1,0 +1,39 @@
+# Two entry points: `make demo` (set up, then run the default job) and `make test`.
+# Both create or reuse .venv inside the repo; the install is redone only when the
+# dependency files change.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Ignore any machine-wide pip configuration (find-links to a CPU-only torch wheel that
+# breaks torchvision, private indexes): the install uses PyPI and our constraints only.
+export PIP_CONFIG_FILE := /dev/null
+export PIP_FIND_LINKS :=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# The project runs offline and keeps its local state inside the repo.
+export ZENML_ANALYTICS_OPT_IN := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test clean-state
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python -m drift.demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean-state:
+	rm -rf .state
