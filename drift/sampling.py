@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -51,9 +52,10 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
 
 
 def _draw_or_take(prev_sample, mean, std, generator):
+    """The stored transition if given, else a draw; ``generator`` may be one per sample (a list)."""
     if prev_sample is not None:
         return prev_sample.to(torch.float32)
-    noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32, device="cpu").to(mean.device)
+    noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
     return mean + std * noise
 
 

@@ -1,0 +1,40 @@
+"""Alignment and diversity of a model on fixed prompts and seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from drift.diversity import diversity_report
+from drift.models.base import T2IModel
+from drift.rollout import rollout
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # alignment (mean reward), diversity, vendi
+    images: torch.Tensor  # (P * n, C, H, W), grouped by prompt
+    prompts: list[str]
+    rewards: torch.Tensor  # (P * n,)
+    features: torch.Tensor  # (P * n, D)
+
+
+def eval_seeds(seed: int, count: int) -> torch.Tensor:
+    """Fixed evaluation seeds, disjoint in practice from training seeds (drawn below 2^31)."""
+    return torch.arange(count, dtype=torch.long) + (1 << 40) + seed * count
+
+
+def evaluate(model: T2IModel, reward, embed, prompts: list[str], samples_per_prompt: int, seed: int,
+             num_steps: int, noise_level: float = 0.0, guidance_scale: float = 1.0, batch_size: int = 256,
+             progress: bool = False) -> Evaluation:
+    """alignment = mean reward; diversity = per-prompt mean pairwise cosine distance of the
+    embeddings, and the Vendi score, each averaged over prompts."""
+    n = len(prompts) * samples_per_prompt
+    ro = rollout(model, prompts, samples_per_prompt, eval_seeds(seed, n), num_steps, noise_level,
+                 guidance_scale, batch_size=batch_size, progress=progress)
+    rewards, parts = reward(ro.images, ro.prompts)
+    features = embed(ro.images).cpu()
+    metrics = {"alignment": float(rewards.mean()), **diversity_report(features, ro.group_ids)}
+    metrics.update({f"reward/{k}": float(v.mean()) for k, v in parts.items()} if len(parts) > 1 else {})
+    return Evaluation(metrics, ro.images, ro.prompts, rewards, features)

@@ -1,0 +1,24 @@
+"""SD3Transformer2DModel pipelines (Stable Diffusion 3 / 3.5 class): rectified flow, pooled text."""
+
+from __future__ import annotations
+
+import torch
+
+from drift.models.base import Conditioning, T2IModel
+
+
+class SD3Model(T2IModel):
+    def encode(self, prompts: list[str]) -> Conditioning:
+        with torch.no_grad():
+            embeds, _, pooled, _ = self.pipe.encode_prompt(
+                list(prompts), None, None, device=self.device, do_classifier_free_guidance=False
+            )
+        return Conditioning(embeds=embeds.to(torch.float32), pooled=pooled.to(torch.float32))
+
+    def forward(self, latents, model_time, cond: Conditioning) -> torch.Tensor:
+        return self.denoiser(
+            hidden_states=latents.to(self.dtype),
+            encoder_hidden_states=cond.embeds.to(self.dtype),
+            pooled_projections=cond.pooled.to(self.dtype),
+            timestep=model_time,
+        ).sample

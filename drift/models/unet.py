@@ -1,0 +1,23 @@
+"""UNet2DConditionModel pipelines (Stable Diffusion 1.5 class, and the digits testbed).
+
+The family follows the scheduler: a ``FlowMatchEulerDiscreteScheduler`` means a UNet trained with
+flow matching ('flow'); any other scheduler is treated as epsilon prediction and sampled with DDIM.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from drift.models.base import Conditioning, T2IModel
+
+
+class UNetModel(T2IModel):
+    def encode(self, prompts: list[str]) -> Conditioning:
+        with torch.no_grad():
+            embeds, _ = self.pipe.encode_prompt(list(prompts), self.device, 1, False)
+        return Conditioning(embeds=embeds.to(torch.float32))
+
+    def forward(self, latents, model_time, cond: Conditioning) -> torch.Tensor:
+        return self.denoiser(
+            latents.to(self.dtype), model_time, encoder_hidden_states=cond.embeds.to(self.dtype)
+        ).sample

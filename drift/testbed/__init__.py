@@ -1,0 +1,1 @@
+"""The embedded default: a miniature text-to-image testbed trained from the bundled digits."""
