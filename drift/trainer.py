@@ -193,9 +193,9 @@ class Trainer:
                             ref = self.score(ro, schedule, idx, i, noise)
                         kl = mean_kl(step.mean, ref.mean, step.std).mean()
                         loss = loss + t.kl_coef * kl
-                        stats["kl"].append(float(kl))
+                        stats["kl"].append(float(kl.detach()))
                     (loss / (n_train * t.grad_accum)).backward()
-                    stats["loss"].append(float(loss))
+                    stats["loss"].append(float(loss.detach()))
                     for k in ("clip_fraction", "approx_kl"):
                         stats[k].append(float(st[k]))
                     stats["ratio"].append(st["ratio"])

@@ -34,7 +34,7 @@ def load_pipeline(source: str, revision: str | None = None, dtype: torch.dtype =
     try:
         index = DiffusionPipeline.load_config(source, revision=revision)
         absent = {k: None for k, v in index.items() if isinstance(v, list) and v and v[0] is None}
-        return DiffusionPipeline.from_pretrained(source, revision=revision, torch_dtype=dtype, **absent)
+        return DiffusionPipeline.from_pretrained(source, revision=revision, dtype=dtype, **absent)
     except (OSError, ValueError) as err:
         raise ModelNotFoundError(_missing_model_message(source, err)) from err
 

@@ -65,7 +65,7 @@ def build_tiny_sd15(directory: str | Path, seed: int = 0) -> Path:
         cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=8,
     )
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False)
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=_tiny_vae(), text_encoder=CLIPTextModel(_clip_config(tokenizer)),
                                    tokenizer=tokenizer, unet=unet, scheduler=scheduler, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
