@@ -1,17 +1,158 @@
-"""The ``drift`` command line: thin argument parsing over the library."""
+"""The ``drift`` command line: argument parsing over the library. User mistakes (a bad config,
+a missing model or file) print one message and exit 2, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+from drift.errors import DriftError
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DriftError(f"--set expects KEY=VALUE (e.g. train.iterations=5), got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _config(args):
+    from drift.config import load_config
+
+    return load_config(args.config, _parse_overrides(args.set))
+
+
+def cmd_testbed_data(args) -> int:
+    from drift.config import load_testbed_params
+    from drift.testbed.data import build_data
+
+    p = load_testbed_params(args.params)
+    paths = build_data(args.out, p.test_fraction, p.seed)
+    print(f"wrote {paths['prompts']} and {paths['images']}")
+    return 0
+
+
+def cmd_testbed_classifier(args) -> int:
+    from drift.config import load_testbed_params
+    from drift.testbed.classifier import train_classifier
+    from drift.testbed.data import load_images
+
+    p = load_testbed_params(args.params)
+    data = load_images(args.images)
+    model, accuracy = train_classifier(data["images"], data["labels"], data["is_test"], p.classifier.epochs,
+                                       p.classifier.lr, seed=p.seed, progress=True)
+    model.save_pretrained(args.out)
+    (Path(args.out) / "metrics.json").write_text(json.dumps({"test_accuracy": accuracy}, indent=2))
+    print(f"digit classifier: held-out accuracy {accuracy:.4f}; saved to {args.out}")
+    return 0
+
+
+def cmd_testbed_pretrain(args) -> int:
+    from drift.config import load_testbed_params
+    from drift.prompts import read_prompts
+    from drift.testbed.data import load_images
+    from drift.testbed.pretrain import pretrain, save
+
+    p = load_testbed_params(args.params).model_dump()
+    b = p["base_model"]
+    data = load_images(args.images)
+    pipe, stats = pretrain(data["images"], data["labels"], ~data["is_test"], read_prompts(args.prompts), b["steps"],
+                           b["batch_size"], b["lr"], b["ema_decay"], b["cond_dropout"], p["seed"], progress=True)
+    save(pipe, stats, args.out)
+    print(f"base model: {stats['steps']} steps in {stats['seconds']:.0f} s, final loss {stats['final_loss']:.4f}; "
+          f"saved to {args.out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from drift.build import build_trainer
+    from drift.trainer import latest_checkpoint
+
+    cfg = _config(args)
+    out = Path(args.out or cfg.run.output_dir / cfg.run.name)
+    trainer = build_trainer(cfg)
+    ckpt_dir = out / "checkpoints"
+    if args.resume and (ckpt := latest_checkpoint(ckpt_dir)) is not None:
+        trainer.load_checkpoint(ckpt)
+        print(f"resumed from {ckpt} at iteration {trainer.iteration}")
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "metrics.jsonl").open("a") as log:
+        trajectory = trainer.train(lambda m, it: log.write(json.dumps({"iteration": it, **m}) + "\n"),
+                                   checkpoint_dir=ckpt_dir, progress=True)
+    (out / "trajectory.json").write_text(json.dumps(trajectory, indent=2))
+    with trainer.evaluation_weights():
+        trainer.model.save_pretrained(out / "model")
+    print(f"trained {trainer.iteration} iterations; model in {out / 'model'}; final evaluation {trajectory[-1]}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from drift.build import build_parts
+    from drift.evaluation import evaluate
+    from drift.plots import save_grid
+
+    cfg = _config(args)
+    parts = build_parts(cfg, model_source=args.model)
+    prompts = args.prompt or parts.eval_prompts[: cfg.eval.num_prompts]
+    n = args.num or cfg.eval.samples_per_prompt
+    ev = evaluate(parts.model, parts.reward, parts.embed, prompts, n, args.seed, cfg.sampling.num_steps,
+                  args.noise_level, cfg.sampling.guidance_scale, cfg.sampling.batch_size, progress=True)
+    save_grid(ev.images, n, args.out, upscale=args.upscale)
+    print(json.dumps(ev.metrics, indent=2))
+    print(f"grid of {len(prompts)} prompts x {n} samples (one row per prompt) written to {args.out}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="drift",
-        description="DRIFT: diversity-preserving RL fine-tuning of text-to-image models.",
-    )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = argparse.ArgumentParser(prog="drift", description="DRIFT: diversity-preserving RL fine-tuning of "
+                                     "text-to-image diffusion and flow models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_config(p):
+        p.add_argument("-c", "--config", required=True, help="run configuration (YAML)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set train.iterations=5 (repeatable)")
+        return p
+
+    p = with_config(sub.add_parser("train", help="fine-tune a model with GRPO / DRIFT"))
+    p.add_argument("--out", help="run directory (default: run.output_dir/run.name)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
+    p.set_defaults(handler=cmd_train)
+
+    p = with_config(sub.add_parser("sample", help="sample images, score them and save a grid"))
+    p.add_argument("--model", help="model directory or hub id (default: the config's model.source)")
+    p.add_argument("--prompt", action="append", help="prompt (repeatable; default: the evaluation prompts)")
+    p.add_argument("-n", "--num", type=int, help="samples per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise-level", type=float, default=0.0, help="0 = deterministic sampler")
+    p.add_argument("--upscale", type=int, default=4, help="enlarge each image in the grid")
+    p.add_argument("--out", default="samples.png")
+    p.set_defaults(handler=cmd_sample)
+
+    tb = sub.add_parser("testbed", help="build the digits testbed (the DVC stages call these)")
+    tsub = tb.add_subparsers(dest="testbed_command", metavar="STAGE", required=True)
+    p = tsub.add_parser("data", help="prompt CSV and digit images")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", default="data")
+    p.set_defaults(handler=cmd_testbed_data)
+    p = tsub.add_parser("classifier", help="train the digit classifier (reward and feature model)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--images", default="data/testbed/digits.npz")
+    p.add_argument("--out", default="data/testbed/classifier")
+    p.set_defaults(handler=cmd_testbed_classifier)
+    p = tsub.add_parser("pretrain", help="pretrain the base text-to-image model with flow matching")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--images", default="data/testbed/digits.npz")
+    p.add_argument("--prompts", default="data/prompts.csv")
+    p.add_argument("--out", default="data/testbed/base_model")
+    p.set_defaults(handler=cmd_testbed_pretrain)
     return parser
 
 
@@ -21,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except DriftError as err:
+        print(f"drift: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("drift: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -187,3 +187,36 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Dr
         raise ConfigError(f"configuration file {path} is not valid YAML: {err}") from None
     config = parse_config(data, source=str(path))
     return config.with_overrides(overrides) if overrides else config
+
+
+class ClassifierParams(_Section):
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(2e-3, gt=0)
+
+
+class BaseModelParams(_Section):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    ema_decay: float = Field(0.995, ge=0, lt=1)
+    cond_dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TestbedParams(_Section):
+    """The ``testbed`` section of params.yaml: how ``dvc repro`` builds the digits testbed."""
+
+    seed: int = Field(0, ge=0)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    classifier: ClassifierParams = Field(default_factory=ClassifierParams)
+    base_model: BaseModelParams = Field(default_factory=BaseModelParams)
+
+
+def load_testbed_params(path: str | Path) -> TestbedParams:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameters file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        return TestbedParams.model_validate(data.get("testbed", {}))
+    except ValidationError as err:
+        raise ConfigError(_describe(err, f"{path} (section testbed)")) from None

@@ -103,3 +103,21 @@ class T2IModel:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.denoiser.parameters() if p.requires_grad]
+
+    def save_pretrained(self, directory) -> None:
+        """Save the whole pipeline with the current denoiser; LoRA adapters are fused into a copy,
+        so the result loads with ``load_model`` like any base model."""
+        import copy
+
+        denoiser = self.denoiser
+        if getattr(denoiser, "peft_config", None):
+            denoiser = copy.deepcopy(denoiser)
+            denoiser.fuse_lora()
+            denoiser.unload_lora()
+        name = "transformer" if getattr(self.pipe, "transformer", None) is not None else "unet"
+        original = getattr(self.pipe, name)
+        self.pipe.register_modules(**{name: denoiser})
+        try:
+            self.pipe.save_pretrained(directory)
+        finally:
+            self.pipe.register_modules(**{name: original})

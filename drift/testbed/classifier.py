@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
@@ -93,3 +94,32 @@ def digit_margin_reward(device="cpu", checkpoint: str = "data/testbed/classifier
 def digit_features(device="cpu", checkpoint: str = "data/testbed/classifier"):
     model = load_classifier(checkpoint, device)
     return torch.no_grad()(lambda images: model.features(images.to(device)))
+
+
+def train_classifier(images: np.ndarray, labels: np.ndarray, is_test: np.ndarray, epochs: int = 30,
+                     lr: float = 2e-3, batch_size: int = 64, seed: int = 0, progress: bool = False):
+    """Train on the non-test images with one-pixel random shifts; returns (model, test accuracy)."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    x = torch.from_numpy(images)
+    y = torch.from_numpy(labels)
+    x_tr, y_tr, x_te, y_te = x[~is_test], y[~is_test], x[is_test], y[is_test]
+    model = DigitClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(epochs), desc="classifier", disable=not progress):
+        model.train()
+        for idx in torch.randperm(len(x_tr), generator=gen).split(batch_size):
+            shift = torch.randint(-1, 2, (2,), generator=gen).tolist()
+            batch = torch.roll(x_tr[idx], shifts=shift, dims=(2, 3))
+            loss = F.cross_entropy(model(batch), y_tr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(x_te).argmax(1) == y_te).float().mean())
+    return model, accuracy
