@@ -110,6 +110,15 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_bench_testbed(args) -> int:
+    from drift.bench import testbed
+
+    result = testbed.run(_config(args), args.out, iterations=args.iterations, every=args.every)
+    print((Path(args.out) / "testbed.md").read_text())
+    print(f"finished in {result['wall_seconds']:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drift", description="DRIFT: diversity-preserving RL fine-tuning of "
                                      "text-to-image diffusion and flow models.")
@@ -135,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upscale", type=int, default=4, help="enlarge each image in the grid")
     p.add_argument("--out", default="samples.png")
     p.set_defaults(handler=cmd_sample)
+
+    bench = sub.add_parser("bench", help="benchmarks that write their results under docs/")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    p = with_config(bsub.add_parser("testbed", help="check the digits testbed against its targets"))
+    p.add_argument("--out", default="docs")
+    p.add_argument("--iterations", type=int, default=60, help="iterations of the GRPO and DRIFT runs")
+    p.add_argument("--every", type=int, default=5, help="evaluate every N iterations")
+    p.set_defaults(handler=cmd_bench_testbed)
 
     tb = sub.add_parser("testbed", help="build the digits testbed (the DVC stages call these)")
     tsub = tb.add_subparsers(dest="testbed_command", metavar="STAGE", required=True)

@@ -126,6 +126,9 @@ class EvalSection(_Section):
     num_prompts: int = Field(10, ge=1)
     samples_per_prompt: int = Field(16, ge=2)
     seed: int = Field(1234, ge=0)
+    noise_level: float | None = Field(
+        None, ge=0.0, description="sampler noise for evaluation (seeded, so still reproducible); "
+        "None uses sampling.noise_level, 0 the deterministic sampler")
 
 
 class CheckpointSection(_Section):
@@ -143,6 +146,10 @@ class DriftConfig(_Section):
     drift: DriftSection = Field(default_factory=DriftSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+
+    @property
+    def eval_noise_level(self) -> float:
+        return self.sampling.noise_level if self.eval.noise_level is None else self.eval.noise_level
 
     def with_overrides(self, overrides: dict[str, Any]) -> "DriftConfig":
         """A copy with dotted-key overrides applied ({'train.iterations': 5}), validated again."""

@@ -23,3 +23,33 @@ def save_grid(images: torch.Tensor, nrow: int, path: str | Path, upscale: int = 
     path.parent.mkdir(parents=True, exist_ok=True)
     image_grid(images, nrow, upscale).save(path)
     return path
+
+
+def trajectory_plot(trajectories: dict[str, list[dict]], path: str | Path, reference: dict | None = None,
+                    title: str = "alignment vs diversity along training", spread: dict[str, list[dict]] | None = None) -> Path:
+    """One curve per method through its evaluation checkpoints (alignment on x, diversity on y),
+    the first checkpoint marked with a circle, the last with a square; the reference as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    for name, points in trajectories.items():
+        xs, ys = [p["alignment"] for p in points], [p["diversity"] for p in points]
+        (line,) = ax.plot(xs, ys, marker=".", label=name)
+        ax.plot(xs[-1:], ys[-1:], marker="s", color=line.get_color())
+    if reference is not None:
+        ax.plot([reference["alignment"]], [reference["diversity"]], marker="*", markersize=14, color="black",
+                linestyle="none", label="reference (base model)")
+    ax.set_xlabel("alignment (mean reward, held-out prompts)")
+    ax.set_ylabel("diversity (mean pairwise cosine distance)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

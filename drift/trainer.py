@@ -238,7 +238,7 @@ class Trainer:
         e, s = self.cfg.eval, self.cfg.sampling
         with self.evaluation_weights(), torch.no_grad():
             return evaluate(self.model, self.reward, self.embed, prompts or self.eval_prompts, e.samples_per_prompt,
-                            e.seed, s.num_steps, 0.0, s.guidance_scale, s.batch_size)
+                            e.seed, s.num_steps, self.cfg.eval_noise_level, s.guidance_scale, s.batch_size)
 
     def record_evaluation(self) -> dict[str, float]:
         metrics = self.evaluate().metrics

@@ -115,3 +115,17 @@ def test_diversity_metrics():
     assert vendi_score(ortho) == pytest.approx(4.0, rel=1e-4)
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     assert per_group(vendi_score, torch.cat([same[:4], ortho]), groups) == pytest.approx(2.5, rel=1e-4)
+
+
+def test_matched_levels_interpolate_along_the_trajectory():
+    from drift.pareto import at_level, matched_comparison, pareto_front
+
+    xs, ys = [0.0, 1.0, 3.0], [1.0, 0.5, 0.1]
+    assert at_level(xs, ys, 2.0) == pytest.approx(0.3)
+    assert math.isnan(at_level(xs, ys, 5.0))
+    method = [{"alignment": a, "diversity": d} for a, d in [(0, 1.0), (4, 0.6)]]
+    base = [{"alignment": a, "diversity": d} for a, d in [(0, 1.0), (4, 0.2)]]
+    rows = matched_comparison(method, base, count=3)
+    assert [r["alignment"] for r in rows] == [1.0, 2.0, 3.0]
+    assert rows[1]["gain"] == pytest.approx((0.8 - 0.6) / 0.6)
+    assert pareto_front([(0, 1), (1, 0.5), (0.5, 0.4), (2, 0.1)]) == [0, 1, 3]

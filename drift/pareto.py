@@ -1,0 +1,52 @@
+"""Compare (alignment, diversity) trajectories: values at matched levels, and the Pareto front."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def at_level(xs: list[float], ys: list[float], level: float) -> float:
+    """y where the trajectory first reaches x = ``level``, linearly interpolated between the two
+    checkpoints that bracket it (in training order); NaN if the trajectory never gets there."""
+    for i in range(len(xs) - 1):
+        x0, x1 = xs[i], xs[i + 1]
+        if (x0 - level) * (x1 - level) <= 0:
+            if x1 == x0:
+                return float(ys[i])
+            w = (level - x0) / (x1 - x0)
+            return float(ys[i] + w * (ys[i + 1] - ys[i]))
+    return math.nan
+
+
+def shared_levels(a: list[float], b: list[float], count: int) -> list[float]:
+    """``count`` evenly spaced levels inside the range both trajectories cover (empty if none)."""
+    lo, hi = max(min(a), min(b)), min(max(a), max(b))
+    if not lo < hi:
+        return []
+    return np.linspace(lo, hi, count + 2)[1:-1].tolist()
+
+
+def relative_gain(method: float, baseline: float) -> float:
+    """(method - baseline) / |baseline|."""
+    return (method - baseline) / abs(baseline) if baseline else math.nan
+
+
+def matched_comparison(method: list[dict], baseline: list[dict], count: int = 5,
+                       x: str = "alignment", y: str = "diversity") -> list[dict]:
+    """At shared levels of ``x``: each trajectory's ``y`` there and the method's relative gain."""
+    mx, my = [p[x] for p in method], [p[y] for p in method]
+    bx, by = [p[x] for p in baseline], [p[y] for p in baseline]
+    rows = []
+    for level in shared_levels(mx, bx, count):
+        m, b = at_level(mx, my, level), at_level(bx, by, level)
+        rows.append({x: level, f"{y}_method": m, f"{y}_baseline": b, "gain": relative_gain(m, b)})
+    return rows
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated in (x, y), both to be maximised, sorted by x."""
+    front = [i for i, (x, y) in enumerate(points)
+             if not any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)]
+    return sorted(front, key=lambda i: points[i][0])
