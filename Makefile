@@ -1,10 +1,11 @@
 # Two entry points: `make demo` (set up, then run the default job) and `make test`.
 # Both create or reuse .venv inside the repo; the install is redone only when the
-# dependency files change.
+# dependency files change. All local state (ZenML store, MLflow runs and registry,
+# run outputs) lives in .state/.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
-BIN := $(VENV)/bin
+BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Ignore any machine-wide pip configuration (find-links to a CPU-only torch wheel that
@@ -14,12 +15,14 @@ export PIP_FIND_LINKS :=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # The project runs offline and keeps its local state inside the repo.
 export ZENML_ANALYTICS_OPT_IN := false
+export ZENML_CONFIG_PATH := $(CURDIR)/.state/zenml
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test clean-state
+.PHONY: setup stack demo test mlflow-ui clean-state
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,11 +32,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-demo: setup
-	$(BIN)/python -m drift.demo
+stack: setup
+	@test -d .zen || zenml init
+	python -m pipelines.stack
+
+demo: stack
+	dvc repro
+	zenml pipeline run pipelines.training.drift_training_pipeline -c configs/digits.yaml
 
 test: setup
-	$(BIN)/python -m pytest -q
+	python -m pytest -q
+
+mlflow-ui: stack
+	mlflow ui --backend-store-uri "$$(python -m pipelines.stack --uri)" --port 5000
 
 clean-state:
-	rm -rf .state
+	rm -rf .state .zen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 
 from drift.config import DriftConfig
@@ -25,9 +26,10 @@ class RunParts:
     eval_prompts: list[str]
 
 
-def build_parts(cfg: DriftConfig, model_source: str | None = None) -> RunParts:
-    """Everything a run needs; ``model_source`` overrides cfg.model.source (e.g. a fine-tuned model)."""
-    table = read_prompts(cfg.data.prompts)
+def build_parts(cfg: DriftConfig, model_source: str | None = None, prompts: pd.DataFrame | None = None) -> RunParts:
+    """Everything a run needs; ``model_source`` overrides cfg.model.source (e.g. a fine-tuned model),
+    ``prompts`` the prompt table read from cfg.data.prompts (e.g. one already validated)."""
+    table = read_prompts(cfg.data.prompts) if prompts is None else prompts
     device = cfg.run.device
     model = load_model(model_source or cfg.model.source, cfg.model.family, device, DTYPES[cfg.model.dtype],
                        cfg.model.revision)
@@ -40,6 +42,6 @@ def build_parts(cfg: DriftConfig, model_source: str | None = None) -> RunParts:
     )
 
 
-def build_trainer(cfg: DriftConfig, parts: RunParts | None = None) -> Trainer:
-    parts = parts or build_parts(cfg)
+def build_trainer(cfg: DriftConfig, parts: RunParts | None = None, prompts: pd.DataFrame | None = None) -> Trainer:
+    parts = parts or build_parts(cfg, prompts=prompts)
     return Trainer(cfg, parts.model, parts.reward, parts.embed, parts.train_prompts, parts.eval_prompts)

@@ -110,6 +110,17 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_validate_prompts(args) -> int:
+    from drift.validation import rules_from_config, validate_file
+
+    rules = rules_from_config(_config(args).data) if args.config else {}
+    report = validate_file(args.path, **rules)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    print(report.to_text(), file=sys.stdout if report.success else sys.stderr)
+    return 0 if report.success else 1
+
+
 def cmd_bench_testbed(args) -> int:
     from drift.bench import testbed
 
@@ -144,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upscale", type=int, default=4, help="enlarge each image in the grid")
     p.add_argument("--out", default="samples.png")
     p.set_defaults(handler=cmd_sample)
+
+    p = sub.add_parser("validate-prompts", help="check a prompt CSV (Great Expectations); exit 1 if invalid")
+    p.add_argument("path", help="CSV with columns prompt and split")
+    p.add_argument("-c", "--config", help="take the rules (lengths, splits, minimum rows) from this run config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)
+    p.add_argument("--json", help="also write the report as JSON to this path")
+    p.set_defaults(handler=cmd_validate_prompts)
 
     bench = sub.add_parser("bench", help="benchmarks that write their results under docs/")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)

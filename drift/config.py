@@ -38,6 +38,16 @@ class DataSection(_Section):
     prompts: Path
     train_split: str = "train"
     eval_split: str = "eval"
+    min_prompt_length: int = Field(3, ge=1, description="characters")
+    max_prompt_length: int = Field(200, ge=1, description="characters")
+    min_rows_per_split: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if self.min_prompt_length > self.max_prompt_length:
+            raise ValueError(f"min_prompt_length ({self.min_prompt_length}) exceeds max_prompt_length "
+                             f"({self.max_prompt_length})")
+        return self
 
 
 class SamplingSection(_Section):
@@ -135,6 +145,12 @@ class CheckpointSection(_Section):
     every: int = Field(0, ge=0, description="iterations between checkpoints; 0 = only at the end")
 
 
+class RegistrySection(_Section):
+    model_name: str = Field("drift-digits", min_length=1, description="MLflow registered model name")
+    min_diversity_fraction: float = Field(
+        0.5, ge=0, le=10.0, description="promotion needs diversity >= this fraction of the reference's")
+
+
 class DriftConfig(_Section):
     run: RunSection = Field(default_factory=RunSection)
     model: ModelSection
@@ -146,6 +162,7 @@ class DriftConfig(_Section):
     drift: DriftSection = Field(default_factory=DriftSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    registry: RegistrySection = Field(default_factory=RegistrySection)
 
     @property
     def eval_noise_level(self) -> float:

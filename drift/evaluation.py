@@ -38,3 +38,13 @@ def evaluate(model: T2IModel, reward, embed, prompts: list[str], samples_per_pro
     metrics = {"alignment": float(rewards.mean()), **diversity_report(features, ro.group_ids)}
     metrics.update({f"reward/{k}": float(v.mean()) for k, v in parts.items()} if len(parts) > 1 else {})
     return Evaluation(metrics, ro.images, ro.prompts, rewards, features)
+
+
+def evaluate_with_config(cfg, model: T2IModel, reward, embed, eval_prompts: list[str],
+                         progress: bool = False) -> Evaluation:
+    """The run's evaluation protocol: the first eval.num_prompts held-out prompts, eval.samples_per_prompt
+    seeded samples each, with the run's sampler settings. Reference, training checkpoints and the
+    final model are all measured this way, so their numbers compare."""
+    e, s = cfg.eval, cfg.sampling
+    return evaluate(model, reward, embed, eval_prompts[: e.num_prompts], e.samples_per_prompt, e.seed, s.num_steps,
+                    cfg.eval_noise_level, s.guidance_scale, s.batch_size, progress)

@@ -53,3 +53,24 @@ def trajectory_plot(trajectories: dict[str, list[dict]], path: str | Path, refer
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def side_by_side(left: torch.Tensor, right: torch.Tensor, nrow: int, titles: tuple[str, str], path: str | Path,
+                 upscale: int = 4) -> Path:
+    """Two image grids next to each other with a title above each (e.g. reference | fine-tuned)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6), dpi=110)
+    for ax, images, title in zip(axes, (left, right), titles):
+        ax.imshow(image_grid(images, nrow, upscale), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

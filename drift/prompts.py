@@ -16,8 +16,10 @@ def read_prompts(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DriftError(f"prompt file {path} does not exist (for the digits testbed, run `dvc repro` first)")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        return pd.read_csv(path, dtype=str, encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DriftError(f"prompt file {path} is not valid UTF-8: {err}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DriftError(f"prompt file {path} is not a readable CSV: {err}") from None
 
 

@@ -69,7 +69,7 @@ def conditioning_at(cond: Conditioning, noise: Conditioning | None, tau: float, 
 def _denoise(model: T2IModel, schedule, x, cond, cond_noise, uncond, guidance_scale, pn, noise_level,
              gens, keep_x0, progress):
     latents, log_probs, x0_preds = [x], [], []
-    for i in tqdm(range(schedule.num_steps), desc="sampling", leave=False, disable=not progress):
+    for i in tqdm(range(schedule.num_steps), desc="sampling", leave=False, disable=None if progress else True):
         c = conditioning_at(cond, cond_noise, schedule.tau(i), pn)
         out = model.predict(x, schedule.model_time(i), c, uncond, guidance_scale)
         step = schedule.step(i, out, x, noise_level, generator=gens)

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from drift import shaping as shp
 from drift.config import DriftConfig
 from drift.diversity import diversity_report
-from drift.evaluation import evaluate
+from drift.evaluation import evaluate_with_config
 from drift.grpo import clipped_policy_loss, mean_kl
 from drift.models.base import T2IModel
 from drift.prompt_noise import noise_scale
@@ -53,7 +53,7 @@ class Trainer:
         self.reward = reward
         self.embed = embed
         self.train_prompts = list(train_prompts)
-        self.eval_prompts = list(eval_prompts or [])[: config.eval.num_prompts]
+        self.eval_prompts = list(eval_prompts or [])
         self.iteration = 0
         self.trajectory: list[dict[str, float]] = []
         tcfg = config.train
@@ -234,11 +234,9 @@ class Trainer:
         return metrics
 
     # -- evaluation, loop, checkpoints -----------------------------------------------------------
-    def evaluate(self, prompts: list[str] | None = None):
-        e, s = self.cfg.eval, self.cfg.sampling
+    def evaluate(self):
         with self.evaluation_weights(), torch.no_grad():
-            return evaluate(self.model, self.reward, self.embed, prompts or self.eval_prompts, e.samples_per_prompt,
-                            e.seed, s.num_steps, self.cfg.eval_noise_level, s.guidance_scale, s.batch_size)
+            return evaluate_with_config(self.cfg, self.model, self.reward, self.embed, self.eval_prompts)
 
     def record_evaluation(self) -> dict[str, float]:
         metrics = self.evaluate().metrics
@@ -255,7 +253,7 @@ class Trainer:
         emit = callback or (lambda metrics, it: None)
         if self.eval_prompts and not self.trajectory:
             emit({f"eval/{k}": v for k, v in self.record_evaluation().items()}, self.iteration)
-        bar = tqdm(total=total, initial=self.iteration, desc="DRIFT", disable=not progress)
+        bar = tqdm(total=total, initial=self.iteration, desc="DRIFT", disable=None if progress else True)
         while self.iteration < total:
             metrics = self.step()
             bar.update(1)

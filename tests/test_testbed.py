@@ -8,38 +8,13 @@ import torch
 
 from drift.bench.methods import method_config
 from drift.build import build_trainer
-from drift.config import load_config
 from drift.models import load_model
 from drift.pareto import matched_comparison
 from drift.prompts import read_prompts
-from drift.testbed.classifier import digit_from_prompt, train_classifier
+from drift.testbed.classifier import digit_from_prompt
 from drift.testbed.data import build_data, load_images
-from drift.testbed.pretrain import pretrain, save
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def testbed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("testbed")
-    paths = build_data(root)
-    data = load_images(paths["images"])
-    clf, accuracy = train_classifier(data["images"], data["labels"], data["is_test"], epochs=8)
-    clf.save_pretrained(root / "classifier")
-    pipe, stats = pretrain(data["images"], data["labels"], ~data["is_test"], read_prompts(paths["prompts"]), steps=400)
-    save(pipe, stats, root / "base_model")
-    return {"root": root, "accuracy": accuracy, "stats": stats, **paths}
-
-
-def small_config(testbed, **overrides):
-    root = testbed["root"]
-    clf = {"checkpoint": str(root / "classifier")}
-    return load_config(ROOT / "configs" / "digits.yaml", {
-        "model.source": str(root / "base_model"), "data.prompts": str(testbed["prompts"]),
-        "reward": [{"name": "digit_margin", "args": clf}], "embedding": {"name": "digit_features", "args": clf},
-        "run.output_dir": str(root / "runs"), **overrides,
-    })
-
+from drift.testbed.pretrain import pretrain
+from tests.conftest import small_config
 
 def test_prompt_dataset_has_held_out_phrasings(testbed):
     table = read_prompts(testbed["prompts"])

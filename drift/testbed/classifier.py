@@ -109,7 +109,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, is_test: np.ndarray
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     gen = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(epochs), desc="classifier", disable=not progress):
+    for _ in tqdm(range(epochs), desc="classifier", disable=None if progress else True):
         model.train()
         for idx in torch.randperm(len(x_tr), generator=gen).split(batch_size):
             shift = torch.randint(-1, 2, (2,), generator=gen).tolist()

@@ -77,7 +77,7 @@ def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, pro
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     ema = EMAModel(params, decay=ema_decay)
     start, losses = time.perf_counter(), []
-    for _ in tqdm(range(steps), desc="pretrain", disable=not progress):
+    for _ in tqdm(range(steps), desc="pretrain", disable=None if progress else True):
         idx = torch.randint(len(x_all), (batch_size,), generator=gen)
         x0, digit = x_all[idx], y_all[idx]
         caption = digit * per_digit + torch.randint(per_digit, (batch_size,), generator=gen)

@@ -1,0 +1,49 @@
+"""Steps 1-2: load the DVC-versioned prompt CSV, record its version, validate it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import mlflow
+import pandas as pd
+from zenml import log_metadata, save_artifact, step
+
+from drift.config import parse_config
+from drift.errors import DriftError
+from drift.prompts import read_prompts
+from drift.provenance import data_version
+from drift.validation import ValidationReport, rules_from_config, validate_file, validate_table
+from steps import TRACKER
+
+
+def _keep_report(report: ValidationReport) -> None:
+    """Save the report as an artifact, print it, and stop the run if the data is invalid."""
+    save_artifact(json.dumps(report.to_dict(), indent=2), name="prompt_validation_report")
+    print(report.to_text())
+    if not report.success:
+        raise DriftError(report.to_text())
+
+
+@step(enable_cache=False, experiment_tracker=TRACKER)
+def load_prompts(config: dict) -> tuple[Annotated[pd.DataFrame, "prompts"], Annotated[dict, "data_version"]]:
+    cfg = parse_config(config)
+    path = Path(cfg.data.prompts)
+    try:
+        table = read_prompts(path)
+    except DriftError:
+        _keep_report(validate_file(path, **rules_from_config(cfg.data)))  # unreadable: fails with the report
+    version = data_version(path)
+    log_metadata(metadata={"data_version": version})
+    mlflow.set_tags({f"data.{k}": v for k, v in version.items()})
+    return table, version
+
+
+@step(enable_cache=False)
+def validate_prompts(prompts: pd.DataFrame, config: dict) -> Annotated[pd.DataFrame, "validated_prompts"]:
+    """Great Expectations checks; the report is an artifact whether or not they pass, and a failure
+    stops the run here, before any model is loaded."""
+    cfg = parse_config(config)
+    _keep_report(validate_table(prompts, str(cfg.data.prompts), **rules_from_config(cfg.data)))
+    return prompts

@@ -1,0 +1,27 @@
+"""Step 3: the base model's samples for the held-out prompts, with fixed seeds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import mlflow
+import numpy as np
+import pandas as pd
+from zenml import step
+
+from drift.build import build_parts
+from drift.config import parse_config
+from drift.evaluation import evaluate_with_config
+from drift.plots import image_grid
+from steps import TRACKER
+
+
+@step(enable_cache=False, experiment_tracker=TRACKER)
+def sample_reference(config: dict, prompts: pd.DataFrame) -> tuple[
+        Annotated[dict, "reference_metrics"], Annotated[np.ndarray, "reference_images"]]:
+    cfg = parse_config(config)
+    parts = build_parts(cfg, prompts=prompts)
+    ev = evaluate_with_config(cfg, parts.model, parts.reward, parts.embed, parts.eval_prompts, progress=True)
+    mlflow.log_metrics({f"reference/{k}": v for k, v in ev.metrics.items()})
+    mlflow.log_image(image_grid(ev.images, cfg.eval.samples_per_prompt, upscale=4), "grids/reference.png")
+    return ev.metrics, ev.images.numpy()
