@@ -26,7 +26,7 @@ def make_config(source, lora=False, drift=None, **train):
         "sampling": {"num_steps": 4, "noise_level": 0.7, "group_size": 4, "prompts_per_iteration": 2,
                      "guidance_scale": 2.0},
         "reward": [{"name": "jpeg_incompressibility", "weight": 1.0}],
-        "train": {"iterations": 2, "lr": 1e-3, "micro_batch": 4, "timestep_fraction": 0.5, "clip_range": 0.2,
+        "train": {"iterations": 3, "lr": 1e-3, "micro_batch": 4, "timestep_fraction": 0.5, "clip_range": 0.2,
                   "lora": {"enabled": lora, "rank": 4, "alpha": 4}, **train},
         "drift": drift or {},
         "eval": {"every": 0, "num_prompts": 2, "samples_per_prompt": 2},
@@ -52,14 +52,14 @@ def test_runs_complete_with_finite_metrics(source, lora, drift):
     before = {n: p.detach().clone() for n, p in trainer.model.denoiser.named_parameters()}
     seen = []
     trajectory = trainer.train(callback=lambda m, it: seen.append((it, m)))
-    assert trainer.iteration == 2
+    assert trainer.iteration == 3
     train_metrics = [m for _, m in seen if "reward_mean" in m]
-    assert len(train_metrics) == 2
+    assert len(train_metrics) == 3
     for m in train_metrics:
         for key in ("reward_mean", "reward_std", "diversity", "vendi", "kept_fraction", "kl", "clip_fraction",
                     "approx_kl", "ratio_mean", "ratio_max", "time_iteration"):
             assert key in m and torch.isfinite(torch.tensor(m[key])), key
-    assert [t["iteration"] for t in trajectory] == [0, 2]
+    assert [t["iteration"] for t in trajectory] == [0, 3]
     if drift:
         assert train_metrics[0]["kept_fraction"] == pytest.approx(0.75)
         assert "prompt_noise_scale" in train_metrics[0]
