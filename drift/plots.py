@@ -25,16 +25,29 @@ def save_grid(images: torch.Tensor, nrow: int, path: str | Path, upscale: int = 
     return path
 
 
-def trajectory_plot(trajectories: dict[str, list[dict]], path: str | Path, reference: dict | None = None,
-                    title: str = "alignment vs diversity along training", spread: dict[str, list[dict]] | None = None) -> Path:
-    """One curve per method through its evaluation checkpoints (alignment on x, diversity on y),
-    the first checkpoint marked with a circle, the last with a square; the reference as a star."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    return plt
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path
+
+
+def trajectory_plot(trajectories: dict[str, list[dict]], path: str | Path, reference: dict | None = None,
+                    title: str = "alignment vs diversity along training") -> Path:
+    """One curve per method through its evaluation checkpoints (alignment on x, diversity on y),
+    the last checkpoint marked with a square; the reference as a star."""
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.8), dpi=120)
     for name, points in trajectories.items():
         xs, ys = [p["alignment"] for p in points], [p["diversity"] for p in points]
         (line,) = ax.plot(xs, ys, marker=".", label=name)
@@ -47,30 +60,15 @@ def trajectory_plot(trajectories: dict[str, list[dict]], path: str | Path, refer
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor, nrow: int, titles: tuple[str, str], path: str | Path,
                  upscale: int = 4) -> Path:
     """Two image grids next to each other with a title above each (e.g. reference | fine-tuned)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6), dpi=110)
+    fig, axes = _pyplot().subplots(1, 2, figsize=(12, 6), dpi=110)
     for ax, images, title in zip(axes, (left, right), titles):
         ax.imshow(image_grid(images, nrow, upscale), cmap="gray", vmin=0, vmax=255)
         ax.set_title(title)
         ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
