@@ -130,6 +130,28 @@ def cmd_bench_testbed(args) -> int:
     return 0
 
 
+def cmd_bench_pareto(args) -> int:
+    import os
+
+    from drift.bench.pareto import load_bench_config, run_benchmark
+
+    bench, base = load_bench_config(args.config, _parse_overrides(args.set))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tracker = None
+    if not args.no_mlflow:
+        # MLflow stays outside the library: the adapter lives with the other MLflow code in steps/.
+        from steps.tracking import MlflowTracker
+
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
+        tracker = MlflowTracker(uri, "drift-pareto-benchmark", out / "mlartifacts")
+        print(f"MLflow: {uri} (experiment drift-pareto-benchmark)")
+    result = run_benchmark(bench, base, args.seeds, out, tracker)
+    print((out / "table.md").read_text())
+    print(f"{len(bench.methods)} methods x {args.seeds} seed(s) in {result['wall_seconds']:.0f} s; outputs in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drift", description="DRIFT: diversity-preserving RL fine-tuning of "
                                      "text-to-image diffusion and flow models.")
@@ -170,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=60, help="iterations of the GRPO and DRIFT runs")
     p.add_argument("--every", type=int, default=5, help="evaluate every N iterations")
     p.set_defaults(handler=cmd_bench_testbed)
+
+    p = bsub.add_parser("pareto", help="DRIFT vs GRPO baselines and ablations at matched alignment/diversity")
+    p.add_argument("-c", "--config", required=True, help="benchmark configuration (configs/bench/*.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a benchmark field, e.g. --set iterations=10")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", required=True, help="output directory (table, plot, trajectories)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or OUT/mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.set_defaults(handler=cmd_bench_pareto)
 
     tb = sub.add_parser("testbed", help="build the digits testbed (the DVC stages call these)")
     tsub = tb.add_subparsers(dest="testbed_command", metavar="STAGE", required=True)

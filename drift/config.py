@@ -180,7 +180,7 @@ class DriftConfig(_Section):
         return parse_config(data, source="overrides")
 
 
-def _describe(err: ValidationError, source: str) -> str:
+def describe_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -197,7 +197,7 @@ def parse_config(data: Any, source: str = "<dict>") -> DriftConfig:
     try:
         return DriftConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_describe(err, source)) from None
+        raise ConfigError(describe_validation_error(err, source)) from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DriftConfig:
@@ -243,4 +243,4 @@ def load_testbed_params(path: str | Path) -> TestbedParams:
     try:
         return TestbedParams.model_validate(data.get("testbed", {}))
     except ValidationError as err:
-        raise ConfigError(_describe(err, f"{path} (section testbed)")) from None
+        raise ConfigError(describe_validation_error(err, f"{path} (section testbed)")) from None
