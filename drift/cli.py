@@ -75,7 +75,14 @@ def cmd_train(args) -> int:
     from drift.build import build_trainer
     from drift.trainer import latest_checkpoint
 
+    from accelerate import PartialState
+
     cfg = _config(args)
+    # Under `accelerate launch` (or torchrun) this joins the process group; each process then
+    # trains a shard of every iteration's samples on its own device.
+    state = PartialState()
+    if state.num_processes > 1 and cfg.run.device != "cpu":
+        cfg = cfg.with_overrides({"run.device": str(state.device)})
     out = Path(args.out or cfg.run.output_dir / cfg.run.name)
     trainer = build_trainer(cfg)
     ckpt_dir = out / "checkpoints"
@@ -86,6 +93,8 @@ def cmd_train(args) -> int:
     with (out / "metrics.jsonl").open("a") as log:
         trajectory = trainer.train(lambda m, it: log.write(json.dumps({"iteration": it, **m}) + "\n"),
                                    checkpoint_dir=ckpt_dir, progress=True)
+    if not state.is_main_process:
+        return 0
     (out / "trajectory.json").write_text(json.dumps(trajectory, indent=2))
     with trainer.evaluation_weights():
         trainer.model.save_pretrained(out / "model")

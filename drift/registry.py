@@ -45,5 +45,5 @@ class Registry:
                 importlib.import_module(module)
 
 
-REWARDS = Registry("reward", ["drift.rewards.compression", "drift.testbed.classifier"])
+REWARDS = Registry("reward", ["drift.rewards.compression", "drift.rewards.clip", "drift.testbed.classifier"])
 EMBEDDINGS = Registry("embedding", ["drift.embeddings", "drift.testbed.classifier"])

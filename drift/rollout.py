@@ -88,12 +88,23 @@ def rollout(model: T2IModel, prompts: list[str], group_size: int, seeds: torch.T
     """Sample ``group_size`` images for each prompt (B = P * G, ``seeds`` of shape (B,))."""
     sample_prompts = [p for p in prompts for _ in range(group_size)]
     group_ids = torch.arange(len(prompts)).repeat_interleave(group_size)
+    return rollout_samples(model, sample_prompts, group_ids, seeds, num_steps, noise_level, guidance_scale,
+                           prompt_noise, keep_x0, batch_size, progress)
+
+
+@torch.no_grad()
+def rollout_samples(model: T2IModel, sample_prompts: list[str], group_ids: torch.Tensor, seeds: torch.Tensor,
+                    num_steps: int, noise_level: float, guidance_scale: float = 1.0,
+                    prompt_noise: PromptNoise | None = None, keep_x0: bool = False, batch_size: int = 256,
+                    progress: bool = False) -> Rollout:
+    """Sample one image per (prompt, group id, seed): any subset of a batch's samples, e.g. one
+    process's shard, gives exactly the samples the whole batch would."""
     seeds = torch.as_tensor(seeds, dtype=torch.long)
     if seeds.shape != (len(sample_prompts),):
         raise ValueError(f"need one seed per sample: {len(sample_prompts)}, got {tuple(seeds.shape)}")
     schedule = model.schedule(num_steps)
-    unique = model.encode(list(prompts))
-    cond = unique[group_ids.to(model.device)]
+    unique = sorted(set(sample_prompts))
+    cond = model.encode(unique)[torch.tensor([unique.index(p) for p in sample_prompts], device=model.device)]
     uncond = model.encode([""] * len(sample_prompts)) if guidance_scale > 1 else None
     parts = []
     for idx in _chunks(len(sample_prompts), batch_size):
@@ -104,7 +115,7 @@ def rollout(model: T2IModel, prompts: list[str], group_size: int, seeds: torch.T
                               guidance_scale, prompt_noise, noise_level, gens, keep_x0, progress))
     latents = torch.cat([p[0] for p in parts])
     return Rollout(
-        prompts=sample_prompts, group_ids=group_ids, seeds=seeds, latents=latents,
+        prompts=list(sample_prompts), group_ids=torch.as_tensor(group_ids), seeds=seeds, latents=latents,
         log_probs=torch.cat([p[1] for p in parts]),
         timesteps=torch.stack([torch.as_tensor(schedule.model_time(i)) for i in range(num_steps)]),
         cond=cond, uncond=uncond, prompt_noise=prompt_noise,

@@ -26,6 +26,7 @@ import torch
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
+from drift import distributed as dist
 from drift import shaping as shp
 from drift.config import DriftConfig
 from drift.diversity import diversity_report
@@ -33,7 +34,7 @@ from drift.evaluation import evaluate_with_config
 from drift.grpo import clipped_policy_loss, mean_kl
 from drift.models.base import T2IModel
 from drift.prompt_noise import noise_scale
-from drift.rollout import PromptNoise, Rollout, condition_noise, conditioning_at, rollout
+from drift.rollout import PromptNoise, Rollout, condition_noise, conditioning_at, rollout_samples
 from drift.subset import group_advantages, select_subset
 
 MetricsCallback = Callable[[dict[str, float], int], None]
@@ -122,42 +123,23 @@ class Trainer:
         seeds = rng.integers(0, 2**31 - 1, size=s.prompts_per_iteration * s.group_size)
         return [self.train_prompts[i] for i in idx], torch.as_tensor(seeds, dtype=torch.long)
 
-    def collect(self) -> Rollout:
+    def collect(self) -> tuple[Rollout, torch.Tensor]:
+        """Roll out this process's shard of the iteration's samples; returns it and its indices."""
         s = self.cfg.sampling
         prompts, seeds = self.iteration_batch()
+        sample_prompts = [p for p in prompts for _ in range(s.group_size)]
+        group_ids = torch.arange(len(prompts)).repeat_interleave(s.group_size)
+        mine = dist.shard(len(sample_prompts))
         keep_x0 = self.cfg.drift.shaping.enabled and self.cfg.drift.shaping.mode == "dense"
-        return rollout(self.model, prompts, s.group_size, seeds, s.num_steps, s.noise_level, s.guidance_scale,
-                       self.prompt_noise(), keep_x0=keep_x0, batch_size=s.batch_size)
+        ro = rollout_samples(self.model, [sample_prompts[i] for i in mine], group_ids[mine], seeds[mine], s.num_steps,
+                             s.noise_level, s.guidance_scale, self.prompt_noise(), keep_x0=keep_x0,
+                             batch_size=s.batch_size)
+        return ro, mine
 
-    def returns(self, ro: Rollout, rewards: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """Per-step returns (P, G, T): the reward, plus the diversity shaping when it is on."""
-        sh = self.cfg.drift.shaping
-        P, G, T = rewards.shape[0], rewards.shape[1], ro.num_steps
-        if not sh.enabled:
-            return rewards[..., None].expand(P, G, T)
-        final_potential = torch.stack([shp.diversity_potential(f) for f in features])
-        scale = torch.stack([shp.shaping_scale(r, sh.weight, sh.gate) for r in rewards])
-        if sh.mode == "terminal":
-            return (rewards + scale * final_potential)[..., None].expand(P, G, T)
-        potentials = torch.zeros(P, G, T + 1)
-        potentials[..., T] = final_potential
-        if T > 1:
-            x0 = ro.x0_preds[:, 1:].flatten(0, 1)
-            step_feats = self.embed(self.model.decode(x0)).cpu().reshape(P, G, T - 1, -1)
-            for t in range(1, T):
-                potentials[:, :, t] = torch.stack([shp.diversity_potential(f[:, t - 1]) for f in step_feats])
-        terms = torch.stack([shp.dense_shaping_terms(potentials[p], scale[p], sh.gamma) for p in range(P)])
-        return torch.stack([shp.returns_to_go(rewards[p], terms[p]) for p in range(P)])
-
-    def advantages(self, ro: Rollout, rewards: torch.Tensor, features: torch.Tensor):
-        P, G = self.cfg.sampling.prompts_per_iteration, self.cfg.sampling.group_size
-        r = rewards.reshape(P, G)
-        f = features.reshape(P, G, -1)
-        sub = self.cfg.drift.subset
-        mask = select_subset(r, sub.mode, sub.keep_ratio, sub.z_max) if sub.enabled else torch.ones(P, G, dtype=torch.bool)
-        adv = group_advantages(self.returns(ro, r, f), mask).reshape(P * G, -1)
-        adv = adv.clamp(-self.cfg.train.adv_clip, self.cfg.train.adv_clip)
-        return adv, mask.reshape(-1)
+    def step_features(self, ro: Rollout) -> torch.Tensor:
+        """Embeddings of the clean samples predicted at steps 1 .. T-1, shape (B, T - 1, D)."""
+        x0 = ro.x0_preds[:, 1:].flatten(0, 1)
+        return self.embed(self.model.decode(x0)).cpu().reshape(ro.x0_preds.shape[0], ro.num_steps - 1, -1)
 
     def score(self, ro: Rollout, schedule, idx: torch.Tensor, i: int, cond_noise):
         """Recompute step i of the samples ``idx`` under the current policy (with gradients),
@@ -181,9 +163,11 @@ class Trainer:
             rng = _rng(self.cfg.run.seed, self.iteration, 1, epoch)
             order = kept_idx[torch.as_tensor(rng.permutation(len(kept_idx)))]
             batches = [order[k : k + t.micro_batch] for k in range(0, len(order), t.micro_batch)]
+            # Every process runs the same number of micro-batches, so gradient averaging lines up.
+            batches += [order[:0]] * (dist.max_over_processes(len(batches)) - len(batches))
             self.optimizer.zero_grad(set_to_none=True)
             for b, idx in enumerate(batches):
-                steps = sorted(rng.choice(T, size=n_train, replace=False).tolist())
+                steps = sorted(rng.choice(T, size=n_train, replace=False).tolist()) if len(idx) else []
                 noise = condition_noise(ro.cond[idx], ro.seeds[idx]) if ro.prompt_noise is not None else None
                 for i in steps:
                     step = self.score(ro, schedule, idx, i, noise)
@@ -200,6 +184,7 @@ class Trainer:
                         stats[k].append(float(st[k]))
                     stats["ratio"].append(st["ratio"])
                 if (b + 1) % t.grad_accum == 0 or b + 1 == len(batches):
+                    dist.average_gradients(self.params)
                     stats["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm)))
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
@@ -212,21 +197,27 @@ class Trainer:
         return out
 
     def step(self) -> dict[str, float]:
-        """Run one iteration; returns its metrics."""
+        """Run one iteration; returns its metrics (group statistics over all processes' samples)."""
         t0 = time.perf_counter()
-        ro = self.collect()
-        rewards, parts = self.reward(ro.images, ro.prompts)
-        features = self.embed(ro.images).cpu()
+        ro, mine = self.collect()
+        total = self.cfg.sampling.prompts_per_iteration * self.cfg.sampling.group_size
+        local_rewards, local_parts = self.reward(ro.images, ro.prompts)
+        rewards = dist.gather_samples(local_rewards, total)
+        parts = {k: dist.gather_samples(v, total) for k, v in local_parts.items()}
+        features = dist.gather_samples(self.embed(ro.images).cpu(), total)
+        step_feats = None
+        if ro.x0_preds is not None and ro.num_steps > 1:
+            step_feats = dist.gather_samples(self.step_features(ro), total)
         t1 = time.perf_counter()
-        adv, kept = self.advantages(ro, rewards, features)
-        metrics = self.update(ro, adv, kept)
+        adv, kept = group_statistics(rewards, features, step_feats, self.cfg, ro.num_steps)
+        metrics = self.update(ro, adv[mine], kept[mine])
         t2 = time.perf_counter()
         metrics.update(
             reward_mean=float(rewards.mean()), reward_std=float(rewards.std()),
             kept_fraction=float(kept.float().mean()),
             time_rollout=t1 - t0, time_update=t2 - t1, time_iteration=t2 - t0,
             **{f"reward/{k}": float(v.mean()) for k, v in parts.items()},
-            **diversity_report(features, ro.group_ids),
+            **diversity_report(features, torch.arange(total) // self.cfg.sampling.group_size),
         )
         if ro.prompt_noise is not None:
             metrics["prompt_noise_scale"] = ro.prompt_noise.scale
@@ -250,10 +241,11 @@ class Trainer:
         from tqdm.auto import tqdm
 
         total, every, ck_every = self.cfg.train.iterations, self.cfg.eval.every, self.cfg.checkpoint.every
-        emit = callback or (lambda metrics, it: None)
+        # Under data parallelism every process trains; only the main one reports and writes checkpoints.
+        emit = callback if callback is not None and dist.is_main() else (lambda metrics, it: None)
         if self.eval_prompts and not self.trajectory:
             emit({f"eval/{k}": v for k, v in self.record_evaluation().items()}, self.iteration)
-        bar = tqdm(total=total, initial=self.iteration, desc="DRIFT", disable=None if progress else True)
+        bar = tqdm(total=total, initial=self.iteration, desc="DRIFT", disable=None if progress and dist.is_main() else True)
         while self.iteration < total:
             metrics = self.step()
             bar.update(1)
@@ -262,7 +254,7 @@ class Trainer:
             done = self.iteration == total
             if self.eval_prompts and (done or (every and self.iteration % every == 0)):
                 emit({f"eval/{k}": v for k, v in self.record_evaluation().items()}, self.iteration)
-            if checkpoint_dir is not None and (done or (ck_every and self.iteration % ck_every == 0)):
+            if checkpoint_dir is not None and dist.is_main() and (done or (ck_every and self.iteration % ck_every == 0)):
                 self.save_checkpoint(Path(checkpoint_dir) / f"iter_{self.iteration:06d}")
         bar.close()
         return self.trajectory
@@ -311,6 +303,40 @@ class Trainer:
         random.setstate(state["rng"]["python"])
         progress = json.loads((path / "progress.json").read_text())
         self.iteration, self.trajectory = progress["iteration"], progress["trajectory"]
+
+
+def group_returns(rewards: torch.Tensor, features: torch.Tensor, step_features: torch.Tensor | None, sh,
+                  num_steps: int) -> torch.Tensor:
+    """Per-step returns (P, G, T): the reward, plus the diversity shaping when it is on.
+    ``rewards`` (P, G), ``features`` (P, G, D), ``step_features`` (P, G, T - 1, D) for dense shaping."""
+    P, G, T = rewards.shape[0], rewards.shape[1], num_steps
+    if not sh.enabled:
+        return rewards[..., None].expand(P, G, T)
+    final_potential = torch.stack([shp.diversity_potential(f) for f in features])
+    scale = torch.stack([shp.shaping_scale(r, sh.weight, sh.gate) for r in rewards])
+    if sh.mode == "terminal":
+        return (rewards + scale * final_potential)[..., None].expand(P, G, T)
+    potentials = torch.zeros(P, G, T + 1)
+    potentials[..., T] = final_potential
+    for t in range(1, T):
+        potentials[:, :, t] = torch.stack([shp.diversity_potential(f[:, t - 1]) for f in step_features])
+    terms = torch.stack([shp.dense_shaping_terms(potentials[p], scale[p], sh.gamma) for p in range(P)])
+    return torch.stack([shp.returns_to_go(rewards[p], terms[p]) for p in range(P)])
+
+
+def group_statistics(rewards: torch.Tensor, features: torch.Tensor, step_features: torch.Tensor | None,
+                     cfg: DriftConfig, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages (B, T) and the kept mask (B,) for a whole iteration batch, samples grouped by
+    prompt in blocks of G: optional shaping, optional reward-concentrated subset (on the raw
+    rewards), advantages normalised within each group's kept subset and clipped."""
+    P, G = cfg.sampling.prompts_per_iteration, cfg.sampling.group_size
+    r = rewards.reshape(P, G)
+    sub = cfg.drift.subset
+    mask = select_subset(r, sub.mode, sub.keep_ratio, sub.z_max) if sub.enabled else torch.ones(P, G, dtype=torch.bool)
+    step_f = None if step_features is None else step_features.reshape(P, G, *step_features.shape[1:])
+    returns = group_returns(r, features.reshape(P, G, -1), step_f, cfg.drift.shaping, num_steps)
+    adv = group_advantages(returns, mask).reshape(P * G, -1)
+    return adv.clamp(-cfg.train.adv_clip, cfg.train.adv_clip), mask.reshape(-1)
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:

@@ -79,7 +79,7 @@ def test_first_update_after_rollout_has_unit_ratio(source):
 
 def test_rescoring_reproduces_rollout_log_probs_for_every_step(source):
     trainer = make_trainer(source, drift=DRIFT_ON)
-    ro = trainer.collect()
+    ro, _ = trainer.collect()
     from drift.rollout import condition_noise
 
     schedule = trainer.model.schedule(ro.num_steps)
