@@ -90,6 +90,7 @@ class TrainSection(_Section):
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     max_grad_norm: float = Field(1.0, gt=0)
     ema_decay: float = Field(0.0, ge=0, lt=1.0, description="0 disables EMA")
+    gradient_checkpointing: bool = False
     lora: LoraSection = Field(default_factory=LoraSection)
 
 

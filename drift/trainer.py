@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, cast_training_params
 from safetensors.torch import load_file, save_file
 
 from drift import distributed as dist
@@ -64,6 +64,11 @@ class Trainer:
             self._reference_denoiser = None
         else:
             self._reference_denoiser = copy.deepcopy(model.denoiser).requires_grad_(False) if tcfg.kl_coef > 0 else None
+        if tcfg.gradient_checkpointing:
+            model.denoiser.enable_gradient_checkpointing()
+        if model.dtype != torch.float32:
+            # Mixed precision: frozen weights stay in half precision, trained ones in float32.
+            cast_training_params(model.denoiser, dtype=torch.float32)
         self.params = model.trainable_parameters()
         self.optimizer = torch.optim.AdamW(self.params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         self.ema = EMAModel(self.params, decay=tcfg.ema_decay) if tcfg.ema_decay > 0 else None
