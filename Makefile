@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup stack demo test mlflow-ui clean-state
+.PHONY: setup stack demo test preferences retrain mlflow-ui clean-state
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ stack: setup
 demo: stack
 	dvc repro
 	zenml pipeline run pipelines.training.drift_training_pipeline -c configs/digits.yaml
+
+# A new batch of synthetic testbed preferences, versioned with DVC: make preferences SEED=2
+preferences: setup
+	dvc repro
+	drift preferences add -c configs/retrain_local.yaml --seed $(or $(SEED),1)
+	dvc add data/preferences
+
+# Retrain if the preference data changed (the local stack has no scheduler: run this from cron)
+retrain: stack
+	dvc repro
+	zenml pipeline run pipelines.retraining.drift_retraining_pipeline -c configs/retrain_local.yaml
 
 test: setup
 	python -m pytest -q

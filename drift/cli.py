@@ -130,6 +130,38 @@ def cmd_validate_prompts(args) -> int:
     return 0 if report.success else 1
 
 
+def cmd_preferences_add(args) -> int:
+    from drift.build import build_parts
+    from drift.preferences import synthetic_batch
+
+    cfg = _config(args)
+    if cfg.preferences is None:
+        raise DriftError(f"{args.config} has no 'preferences' section (see configs/retrain_local.yaml)")
+    parts = build_parts(cfg)
+    out = Path(args.out or cfg.preferences.pairs.parent)
+    try:
+        table = synthetic_batch(parts.model, parts.train_prompts, args.pairs, out, args.seed, cfg.sampling.num_steps,
+                                cfg.sampling.noise_level)
+    except ValueError as err:
+        raise DriftError(str(err)) from None
+    counts = table["choice"].value_counts().to_dict()
+    print(f"added {args.pairs} synthetic pairs (annotator: bold strokes) to {out / 'pairs.csv'}: "
+          f"{len(table)} pairs in all, choices {counts}. Version it with `dvc add {out}`.")
+    return 0
+
+
+def cmd_validate_preferences(args) -> int:
+    from drift.preferences import read_pairs
+    from drift.validation import validate_preferences
+
+    path = Path(args.path)
+    if not path.is_file():
+        raise DriftError(f"preference file {path} does not exist")
+    report = validate_preferences(read_pairs(path), path.parent, str(path))
+    print(report.to_text(), file=sys.stdout if report.success else sys.stderr)
+    return 0 if report.success else 1
+
+
 def cmd_bench_testbed(args) -> int:
     from drift.bench import testbed
 
@@ -193,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the report as JSON to this path")
     p.set_defaults(handler=cmd_validate_prompts)
+
+    p = sub.add_parser("validate-preferences", help="check a preference pairs CSV; exit 1 if invalid")
+    p.add_argument("path", help="pairs.csv (image paths relative to its directory)")
+    p.set_defaults(handler=cmd_validate_preferences)
+
+    prefs = sub.add_parser("preferences", help="preference data for retraining")
+    psub = prefs.add_subparsers(dest="preferences_command", metavar="ACTION", required=True)
+    p = with_config(psub.add_parser("add", help="add a batch of synthetic testbed preferences (bold strokes win)"))
+    p.add_argument("--pairs", type=int, default=200)
+    p.add_argument("--seed", type=int, required=True, help="batch seed; each batch needs its own")
+    p.add_argument("--out", help="directory of pairs.csv (default: from the config's preferences.pairs)")
+    p.set_defaults(handler=cmd_preferences_add)
 
     bench = sub.add_parser("bench", help="benchmarks that write their results under docs/")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)

@@ -152,6 +152,19 @@ class RegistrySection(_Section):
         0.5, ge=0, le=10.0, description="promotion needs diversity >= this fraction of the reference's")
 
 
+class PreferenceSection(_Section):
+    """Retraining on preference data: the pairs, the Bradley-Terry reward head, and its weight in
+    the generator's reward (added to the run's reward terms)."""
+
+    pairs: Path = Path("data/preferences/pairs.csv")
+    reward_model_name: str = Field("drift-digits-reward", min_length=1)
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    epochs: int = Field(300, ge=1)
+    lr: float = Field(0.05, gt=0)
+    weight: float = Field(1.0, ge=0, description="weight of the preference reward in the generator's reward")
+    head_dir: Path = Field(Path(".state/reward_heads"), description="where new heads are written")
+
+
 class DriftConfig(_Section):
     run: RunSection = Field(default_factory=RunSection)
     model: ModelSection
@@ -164,6 +177,7 @@ class DriftConfig(_Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
+    preferences: PreferenceSection | None = None
 
     @property
     def eval_noise_level(self) -> float:

@@ -45,5 +45,6 @@ class Registry:
                 importlib.import_module(module)
 
 
-REWARDS = Registry("reward", ["drift.rewards.compression", "drift.rewards.clip", "drift.testbed.classifier"])
+REWARDS = Registry("reward", ["drift.rewards.compression", "drift.rewards.clip", "drift.testbed.classifier",
+                                "drift.reward_model"])
 EMBEDDINGS = Registry("embedding", ["drift.embeddings", "drift.testbed.classifier"])

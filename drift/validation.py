@@ -32,6 +32,7 @@ class ValidationReport:
     source: str
     rows: int
     checks: list[CheckResult]
+    kind: str = "prompt dataset"
 
     @property
     def success(self) -> bool:
@@ -41,7 +42,7 @@ class ValidationReport:
         return [c for c in self.checks if not c.success]
 
     def to_text(self) -> str:
-        head = (f"prompt dataset {self.source}: {self.rows} rows, "
+        head = (f"{self.kind} {self.source}: {self.rows} rows, "
                 f"{len(self.checks) - len(self.failed())}/{len(self.checks)} checks passed")
         if self.success:
             return head + " - valid"
@@ -53,7 +54,7 @@ class ValidationReport:
 
     def to_dict(self) -> dict:
         return {"source": self.source, "rows": self.rows, "success": self.success,
-                "checks": [c.__dict__ for c in self.checks]}
+                "kind": self.kind, "checks": [c.__dict__ for c in self.checks]}
 
 
 def _clip(value: str, width: int = 80) -> str:
@@ -101,21 +102,67 @@ def _run_great_expectations(table: pd.DataFrame, expectations) -> list[CheckResu
     return out
 
 
-def validate_table(table: pd.DataFrame, source: str = "<table>", min_len: int = 3, max_len: int = 200,
-                   splits: tuple[str, ...] = ("train", "eval"), min_rows_per_split: int = 5) -> ValidationReport:
-    """Validate a prompt table. Row numbers in the report are CSV line numbers (header = line 1)."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    checks = [CheckResult("required columns " + ", ".join(REQUIRED_COLUMNS), not missing, len(missing),
+def _validate(table: pd.DataFrame, source: str, required: tuple[str, ...], expectations,
+              extra_checks=(), kind: str = "prompt dataset") -> ValidationReport:
+    """Required columns first (nothing else can be checked without them), then the Great
+    Expectations suite, then checks GX has no expectation for (callables table -> CheckResult)."""
+    missing = [c for c in required if c not in table.columns]
+    checks = [CheckResult("required columns " + ", ".join(required), not missing, len(missing),
                           [(None, f"missing column {c!r} (columns present: {', '.join(map(str, table.columns))})")
                            for c in missing])]
     if missing:
-        return ValidationReport(source, len(table), checks)
-    checks += _run_great_expectations(table, _expectations(min_len, max_len, list(splits)))
-    counts = table["split"].value_counts()
-    short = [(s, int(counts.get(s, 0))) for s in splits if counts.get(s, 0) < min_rows_per_split]
-    checks.append(CheckResult(f"at least {min_rows_per_split} rows per split", not short, len(short),
-                              [(None, f"split {s!r} has {n} row(s)") for s, n in short]))
-    return ValidationReport(source, len(table), checks)
+        return ValidationReport(source, len(table), checks, kind)
+    checks += _run_great_expectations(table, expectations)
+    checks += [check(table) for check in extra_checks]
+    return ValidationReport(source, len(table), checks, kind)
+
+
+def validate_table(table: pd.DataFrame, source: str = "<table>", min_len: int = 3, max_len: int = 200,
+                   splits: tuple[str, ...] = ("train", "eval"), min_rows_per_split: int = 5) -> ValidationReport:
+    """Validate a prompt table. Row numbers in the report are CSV line numbers (header = line 1)."""
+
+    def rows_per_split(t: pd.DataFrame) -> CheckResult:
+        counts = t["split"].value_counts()
+        short = [(s, int(counts.get(s, 0))) for s in splits if counts.get(s, 0) < min_rows_per_split]
+        return CheckResult(f"at least {min_rows_per_split} rows per split", not short, len(short),
+                           [(None, f"split {s!r} has {n} row(s)") for s, n in short])
+
+    return _validate(table, source, REQUIRED_COLUMNS, _expectations(min_len, max_len, list(splits)), [rows_per_split])
+
+
+def validate_preferences(table: pd.DataFrame, root: str | Path, source: str = "<pairs>") -> ValidationReport:
+    """Validate a preference table (drift.preferences documents the format); image paths are
+    relative to ``root``. Checks choices, prompts, duplicate pairs, and that every image decodes."""
+    import great_expectations as gx
+    from PIL import Image
+
+    from drift.preferences import CHOICES, COLUMNS
+
+    E = gx.expectations
+    expectations = [
+        ("prompt is not null", E.ExpectColumnValuesToNotBeNull(column="prompt")),
+        ("prompt is not blank", E.ExpectColumnValuesToNotMatchRegex(column="prompt", regex=r"^\s*$")),
+        (f"choice in {list(CHOICES)}", E.ExpectColumnValuesToBeInSet(column="choice", value_set=list(CHOICES))),
+        ("pair ids are unique", E.ExpectColumnValuesToBeUnique(column="pair_id")),
+        ("no duplicate pairs (prompt, image_a, image_b)",
+         E.ExpectCompoundColumnsToBeUnique(column_list=["prompt", "image_a", "image_b"])),
+        ("annotator is present", E.ExpectColumnValuesToNotBeNull(column="annotator")),
+        ("timestamp is ISO 8601", E.ExpectColumnValuesToMatchRegex(
+            column="timestamp", regex=r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")),
+    ]
+
+    def images_decode(t: pd.DataFrame) -> CheckResult:
+        bad = []
+        for line, (a, b) in enumerate(zip(t["image_a"], t["image_b"]), start=2):
+            for rel in (a, b):
+                try:
+                    with Image.open(Path(root) / str(rel)) as im:
+                        im.load()
+                except (OSError, ValueError) as err:
+                    bad.append((line, f"{rel}: {type(err).__name__}"))
+        return CheckResult("images exist and decode", not bad, len(bad), bad[:EXAMPLES])
+
+    return _validate(table, source, tuple(COLUMNS), expectations, [images_decode], kind="preference data")
 
 
 def validate_file(path: str | Path, **rules) -> ValidationReport:

@@ -32,7 +32,7 @@ def current_champion(client: MlflowClient, name: str) -> dict | None:
 
 @step(enable_cache=False, experiment_tracker=TRACKER)
 def register_model(config: dict, model_dir: str, evaluation: dict, reference_metrics: dict,
-                   data_version: dict) -> Annotated[dict, "registration"]:
+                   data_version: dict, extra_tags: dict | None = None) -> Annotated[dict, "registration"]:
     cfg = parse_config(config)
     name = cfg.registry.model_name
     client = MlflowClient()
@@ -46,7 +46,7 @@ def register_model(config: dict, model_dir: str, evaluation: dict, reference_met
     version = mlflow.register_model(info.model_uri, name).version
     candidate = {k: float(evaluation[k]) for k in GATED}
     for key, value in {**candidate, **{f"data.{k}": v for k, v in data_version.items()},
-                       "mlflow_run_id": mlflow.active_run().info.run_id}.items():
+                       "mlflow_run_id": mlflow.active_run().info.run_id, **(extra_tags or {})}.items():
         client.set_model_version_tag(name, version, key, str(value))
     champion = current_champion(client, name)
     client.set_registered_model_alias(name, "challenger", version)

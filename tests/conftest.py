@@ -9,10 +9,13 @@ for key, value in {
 }.items():
     os.environ.setdefault(key, value)
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -32,6 +35,7 @@ def tiny_sd3_dir(tmp_path_factory):
 
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +69,36 @@ def small_config(testbed, **overrides):
     })
 
 
+@pytest.fixture(scope="session")
+def zen_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("zenml_home")
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(home), "ZENML_ANALYTICS_OPT_IN": "false",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    out = subprocess.run([sys.executable, "-m", "pipelines.stack", "--uri"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {"env": env, "tracking_uri": out.stdout.strip().splitlines()[-1], "home": home}
+
+
+def run_pipeline(zen_env, cfg, tmp_path, name, pipeline="pipelines.training.drift_training_pipeline"):
+    """`zenml pipeline run PIPELINE -c CONFIG` exactly as users run it, in the temporary ZenML home."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"enable_cache": False, "run_name": name,
+                                    "parameters": {"config": cfg.model_dump(mode="json")}}))
+    return subprocess.run([str(BIN / "zenml"), "pipeline", "run", pipeline,
+                           "-c", str(path)], cwd=ROOT, env=zen_env["env"], capture_output=True, text=True, timeout=900)
+
+
+def registry(zen_env):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=zen_env["tracking_uri"], registry_uri=zen_env["tracking_uri"])
+
+
+def model_versions(client, name):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return []

@@ -67,3 +67,18 @@ def test_missing_local_directory(tmp_path):
 def test_unsupported_denoiser_is_named(tiny_sd3_dir):
     with pytest.raises(UnsupportedModelError, match="rectified-flow"):
         load_model(str(tiny_sd3_dir), family="eps")
+
+
+@pytest.mark.parametrize("name", ["digits", "retrain_local", "retrain", "sd15_pickscore", "sd35m_pickscore"])
+def test_committed_configs_are_valid_zenml_run_configs_carrying_drift_configs(name):
+    from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
+
+    from tests.conftest import ROOT
+
+    path = ROOT / "configs" / f"{name}.yaml"
+    run = PipelineRunConfiguration.model_validate(yaml.safe_load(path.read_text()))
+    assert run.enable_cache is False
+    cfg = load_config(path)
+    assert (cfg.preferences is not None) == name.startswith("retrain")
+    if name == "retrain":
+        assert run.schedule is not None and run.schedule.cron_expression == "0 3 * * *"

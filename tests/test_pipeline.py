@@ -1,51 +1,9 @@
 """The ZenML pipeline end to end, exactly as users run it (`zenml pipeline run ... -c CONFIG`), in a
 temporary ZenML home whose stack keeps the MLflow tracking and registry store."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-import yaml
 
-from tests.conftest import ROOT, small_config
-
-BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def zen_env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("zenml_home")
-    env = {**os.environ, "ZENML_CONFIG_PATH": str(home), "ZENML_ANALYTICS_OPT_IN": "false",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{BIN}:{os.environ['PATH']}"}
-    out = subprocess.run([sys.executable, "-m", "pipelines.stack", "--uri"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return {"env": env, "tracking_uri": out.stdout.strip().splitlines()[-1], "home": home}
-
-
-def run_pipeline(zen_env, cfg, tmp_path, name):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"enable_cache": False, "run_name": name,
-                                    "parameters": {"config": cfg.model_dump(mode="json")}}))
-    return subprocess.run([str(BIN / "zenml"), "pipeline", "run", "pipelines.training.drift_training_pipeline",
-                           "-c", str(path)], cwd=ROOT, env=zen_env["env"], capture_output=True, text=True, timeout=900)
-
-
-def registry(zen_env):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=zen_env["tracking_uri"], registry_uri=zen_env["tracking_uri"])
-
-
-def model_versions(client, name):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.search_model_versions(f"name='{name}'")
-    except MlflowException:
-        return []
+from tests.conftest import model_versions, registry, run_pipeline, small_config
 
 
 def small(testbed, **kw):
