@@ -3,7 +3,6 @@ direction of the two effects the product is about (GRPO collapses, DRIFT keeps d
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from drift.bench.methods import method_config
