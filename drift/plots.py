@@ -9,13 +9,17 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """One image (C, H, W) in [0, 1] as an 8-bit PIL image (grey for one channel)."""
+    array = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
 def image_grid(images: torch.Tensor, nrow: int, upscale: int = 1) -> Image.Image:
     """Images (N, C, H, W) in [0, 1] as one PIL grid, each image enlarged ``upscale`` times."""
     if upscale > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=upscale, mode="nearest")
-    grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)
-    array = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    return to_pil(make_grid(images.clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5))
 
 
 def save_grid(images: torch.Tensor, nrow: int, path: str | Path, upscale: int = 1) -> Path:

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from drift.models.base import T2IModel
-from drift.plots import image_grid
+from drift.plots import to_pil
 from drift.rollout import rollout
 
 COLUMNS = ["pair_id", "prompt", "image_a", "image_b", "choice", "annotator", "timestamp"]
@@ -61,7 +61,7 @@ def synthetic_batch(model: T2IModel, prompts: list[str], pairs: int, out_dir: st
         a, b = images[2 * k], images[2 * k + 1]
         names = [f"images/{batch}/{k:05d}_{side}.png" for side in ("a", "b")]
         for name, img in zip(names, (a, b)):
-            image_grid(img[None], nrow=1).save(out / name)
+            to_pil(img).save(out / name)
         rows.append({"pair_id": f"{batch}-{k:05d}", "prompt": prompt, "image_a": names[0], "image_b": names[1],
                      "choice": bold_strokes_choice(a, b), "annotator": SYNTHETIC_ANNOTATOR, "timestamp": now})
     table = pd.concat([existing, pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)

@@ -30,8 +30,8 @@ class DriftImageGenerator(mlflow.pyfunc.PythonModel):
             self.sampling = json.load(f)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from drift.plots import to_pil
         from drift.rollout import rollout
-        from PIL import Image
 
         prompts = model_input["prompt"].astype(str).tolist()
         seeds = model_input["seed"].astype("int64").tolist() if "seed" in model_input else list(range(len(prompts)))
@@ -39,9 +39,8 @@ class DriftImageGenerator(mlflow.pyfunc.PythonModel):
         ro = rollout(self.model, prompts, 1, torch.tensor(seeds), s["num_steps"], s["noise_level"], s["guidance_scale"])
         encoded = []
         for img in ro.images:
-            array = (img.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
             buf = io.BytesIO()
-            Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buf, format="PNG")
+            to_pil(img).save(buf, format="PNG")
             encoded.append(base64.b64encode(buf.getvalue()).decode())
         return pd.DataFrame({"prompt": prompts, "seed": seeds, "image_png_base64": encoded})
 

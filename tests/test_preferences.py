@@ -69,3 +69,16 @@ def test_malformed_preference_files_fail_with_a_readable_report(tmp_path, bad_ro
 def test_valid_preference_file_passes(tmp_path):
     table = _pairs(tmp_path, [GOOD, ["p2", "the number 5", "images/b.png", "images/c.png", "tie", GOOD[5], GOOD[6]]])
     assert validate_preferences(table, tmp_path).success
+
+
+def test_synthetic_batch_saves_the_images_themselves(tiny_sd15_dir, tmp_path):
+    from PIL import Image
+
+    from drift.models import load_model
+    from drift.preferences import synthetic_batch
+
+    table = synthetic_batch(load_model(str(tiny_sd15_dir)), ["a cat"], 2, tmp_path, seed=3, num_steps=2)
+    assert len(table) == 2 and set(table["choice"]) <= {"first", "second", "tie"}
+    with Image.open(tmp_path / table.loc[0, "image_a"]) as im:
+        assert im.size == (16, 16) and im.mode == "RGB"  # no grid border or padding
+    assert validate_preferences(read_pairs(tmp_path / "pairs.csv"), tmp_path).success

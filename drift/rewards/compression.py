@@ -6,18 +6,17 @@ import io
 
 import numpy as np
 import torch
-from PIL import Image
 
+from drift.plots import to_pil
 from drift.registry import REWARDS
 
 
 def jpeg_size_kb(images: torch.Tensor, quality: int = 95) -> torch.Tensor:
     """Size in kB of each image (B, C, H, W in [0, 1]) encoded as JPEG at ``quality``."""
-    arrays = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     sizes = []
-    for a in arrays:
+    for image in images:
         buf = io.BytesIO()
-        Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(buf, format="JPEG", quality=quality)
+        to_pil(image).save(buf, format="JPEG", quality=quality)
         sizes.append(buf.tell() / 1000)
     return torch.tensor(np.array(sizes), dtype=torch.float32)
 
