@@ -81,13 +81,17 @@ def _denoise(model: T2IModel, schedule, x, cond, cond_noise, uncond, guidance_sc
     return torch.stack(latents, 1), torch.stack(log_probs, 1), (torch.stack(x0_preds, 1) if keep_x0 else None)
 
 
+def expand_groups(prompts: list[str], group_size: int) -> tuple[list[str], torch.Tensor]:
+    """One entry per sample: each prompt repeated ``group_size`` times, with its group index."""
+    return [p for p in prompts for _ in range(group_size)], torch.arange(len(prompts)).repeat_interleave(group_size)
+
+
 @torch.no_grad()
 def rollout(model: T2IModel, prompts: list[str], group_size: int, seeds: torch.Tensor, num_steps: int,
             noise_level: float, guidance_scale: float = 1.0, prompt_noise: PromptNoise | None = None,
             keep_x0: bool = False, batch_size: int = 256, progress: bool = False) -> Rollout:
     """Sample ``group_size`` images for each prompt (B = P * G, ``seeds`` of shape (B,))."""
-    sample_prompts = [p for p in prompts for _ in range(group_size)]
-    group_ids = torch.arange(len(prompts)).repeat_interleave(group_size)
+    sample_prompts, group_ids = expand_groups(prompts, group_size)
     return rollout_samples(model, sample_prompts, group_ids, seeds, num_steps, noise_level, guidance_scale,
                            prompt_noise, keep_x0, batch_size, progress)
 

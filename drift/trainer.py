@@ -34,7 +34,8 @@ from drift.evaluation import evaluate_with_config
 from drift.grpo import clipped_policy_loss, mean_kl
 from drift.models.base import T2IModel
 from drift.prompt_noise import noise_scale
-from drift.rollout import PromptNoise, Rollout, condition_noise, conditioning_at, rollout_samples
+from drift.rollout import (PromptNoise, Rollout, condition_noise, conditioning_at, expand_groups,
+                           rollout_samples)
 from drift.subset import group_advantages, select_subset
 
 MetricsCallback = Callable[[dict[str, float], int], None]
@@ -132,8 +133,7 @@ class Trainer:
         """Roll out this process's shard of the iteration's samples; returns it and its indices."""
         s = self.cfg.sampling
         prompts, seeds = self.iteration_batch()
-        sample_prompts = [p for p in prompts for _ in range(s.group_size)]
-        group_ids = torch.arange(len(prompts)).repeat_interleave(s.group_size)
+        sample_prompts, group_ids = expand_groups(prompts, s.group_size)
         mine = dist.shard(len(sample_prompts))
         keep_x0 = self.cfg.drift.shaping.enabled and self.cfg.drift.shaping.mode == "dense"
         ro = rollout_samples(self.model, [sample_prompts[i] for i in mine], group_ids[mine], seeds[mine], s.num_steps,
