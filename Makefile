@@ -34,7 +34,7 @@ setup: $(STAMP)
 
 stack: setup
 	@test -d .zen || zenml init
-	python -m pipelines.stack
+	python -m mlops.stack
 
 demo: stack
 	dvc repro
@@ -55,7 +55,7 @@ test: setup
 	python -m pytest -q
 
 mlflow-ui: stack
-	mlflow ui --backend-store-uri "$$(python -m pipelines.stack --uri)" --port 5000
+	mlflow ui --backend-store-uri "$$(python -m mlops.stack --uri)" --port 5000
 
 clean-state:
 	rm -rf .state .zen

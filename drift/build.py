@@ -9,10 +9,11 @@ import torch
 
 from drift.config import DriftConfig
 from drift.models import T2IModel, load_model
-from drift.prompts import read_prompts, split_prompts
+from drift.data.prompts import read_prompts, split_prompts
 from drift.registry import EMBEDDINGS
-from drift.rewards import WeightedReward
-from drift.trainer import Trainer
+from drift.scoring.rewards import WeightedReward
+from drift.errors import DriftError
+from drift.training.trainer import Trainer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -26,11 +27,26 @@ class RunParts:
     eval_prompts: list[str]
 
 
+def check_device(device: str) -> str:
+    """``device`` if this machine has it, else a message that says what to set instead."""
+    kind = torch.device(device).type
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available(), "xpu": hasattr(torch, "xpu") and torch.xpu.is_available()}
+    if not available[kind]:
+        raise DriftError(f"run.device is '{device}' but this machine has no {kind} device: set run.device: cpu "
+                         "(or run on a machine that has one)")
+    if kind in ("cuda", "xpu") and torch.device(device).index is not None:
+        count = torch.cuda.device_count() if kind == "cuda" else torch.xpu.device_count()
+        if torch.device(device).index >= count:
+            raise DriftError(f"run.device is '{device}' but this machine has {count} {kind} device(s)")
+    return device
+
+
 def build_parts(cfg: DriftConfig, model_source: str | None = None, prompts: pd.DataFrame | None = None) -> RunParts:
     """Everything a run needs; ``model_source`` overrides cfg.model.source (e.g. a fine-tuned model),
     ``prompts`` the prompt table read from cfg.data.prompts (e.g. one already validated)."""
     table = read_prompts(cfg.data.prompts) if prompts is None else prompts
-    device = cfg.run.device
+    device = check_device(cfg.run.device)
     model = load_model(model_source or cfg.model.source, cfg.model.family, device, DTYPES[cfg.model.dtype],
                        cfg.model.revision)
     return RunParts(

@@ -56,7 +56,7 @@ def cmd_testbed_classifier(args) -> int:
 
 def cmd_testbed_pretrain(args) -> int:
     from drift.config import load_testbed_params
-    from drift.prompts import read_prompts
+    from drift.data.prompts import read_prompts
     from drift.testbed.data import load_images
     from drift.testbed.pretrain import pretrain, save
 
@@ -72,10 +72,9 @@ def cmd_testbed_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from drift.build import build_trainer
-    from drift.trainer import latest_checkpoint
-
     from accelerate import PartialState
+
+    from drift.training.run import run_training
 
     cfg = _config(args)
     # Under `accelerate launch` (or torchrun) this joins the process group; each process then
@@ -84,27 +83,23 @@ def cmd_train(args) -> int:
     if state.num_processes > 1 and cfg.run.device != "cpu":
         cfg = cfg.with_overrides({"run.device": str(state.device)})
     out = Path(args.out or cfg.run.output_dir / cfg.run.name)
-    trainer = build_trainer(cfg)
-    ckpt_dir = out / "checkpoints"
-    if args.resume and (ckpt := latest_checkpoint(ckpt_dir)) is not None:
-        trainer.load_checkpoint(ckpt)
-        print(f"resumed from {ckpt} at iteration {trainer.iteration}")
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "metrics.jsonl").open("a") as log:
-        trajectory = trainer.train(lambda m, it: log.write(json.dumps({"iteration": it, **m}) + "\n"),
-                                   checkpoint_dir=ckpt_dir, progress=True)
+    run = run_training(cfg, out, resume=args.resume, allow_config_change=args.allow_config_change)
     if not state.is_main_process:
         return 0
-    (out / "trajectory.json").write_text(json.dumps(trajectory, indent=2))
-    with trainer.evaluation_weights():
-        trainer.model.save_pretrained(out / "model")
-    print(f"trained {trainer.iteration} iterations; model in {out / 'model'}; final evaluation {trajectory[-1]}")
+    for problem in run.damaged_checkpoints:
+        print(f"skipped a damaged checkpoint: {problem}", file=sys.stderr)
+    if run.resumed_from is not None:
+        print(f"resumed from {run.resumed_from}")
+    trainer = run.trainer
+    (out / "trajectory.json").write_text(json.dumps(trainer.trajectory, indent=2))
+    trainer.save_model(out / "model")
+    print(f"trained {trainer.iteration} iterations; model in {out / 'model'}; final evaluation {trainer.trajectory[-1]}")
     return 0
 
 
 def cmd_sample(args) -> int:
     from drift.build import build_parts
-    from drift.evaluation import evaluate
+    from drift.evaluation.protocol import evaluate
     from drift.plots import save_grid
 
     cfg = _config(args)
@@ -120,7 +115,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_validate_prompts(args) -> int:
-    from drift.validation import rules_from_config, validate_file
+    from drift.data.validation import rules_from_config, validate_file
 
     rules = rules_from_config(_config(args).data) if args.config else {}
     report = validate_file(args.path, **rules)
@@ -132,7 +127,7 @@ def cmd_validate_prompts(args) -> int:
 
 def cmd_preferences_add(args) -> int:
     from drift.build import build_parts
-    from drift.preferences import synthetic_batch
+    from drift.data.preferences import synthetic_batch
 
     cfg = _config(args)
     if cfg.preferences is None:
@@ -151,8 +146,8 @@ def cmd_preferences_add(args) -> int:
 
 
 def cmd_validate_preferences(args) -> int:
-    from drift.preferences import read_pairs
-    from drift.validation import validate_preferences
+    from drift.data.preferences import read_pairs
+    from drift.data.validation import validate_preferences
 
     path = Path(args.path)
     if not path.is_file():
@@ -171,29 +166,23 @@ def cmd_bench_testbed(args) -> int:
     return 0
 
 
-def cmd_bench_pareto(args) -> int:
-    import os
-
+def cmd_bench_pareto(args, tracker=None) -> int:
+    """The benchmark; ``tracker`` (mlops.tracking.MlflowTracker from the console script) records it."""
     from drift.bench.pareto import load_bench_config, run_benchmark
 
     bench, base = load_bench_config(args.config, _parse_overrides(args.set))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tracker = None
-    if not args.no_mlflow:
-        # MLflow stays outside the library: the adapter lives with the other MLflow code in steps/.
-        from steps.tracking import MlflowTracker
-
-        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
-        tracker = MlflowTracker(uri, "drift-pareto-benchmark", out / "mlartifacts")
-        print(f"MLflow: {uri} (experiment drift-pareto-benchmark)")
     result = run_benchmark(bench, base, args.seeds, out, tracker)
     print((out / "table.md").read_text())
     print(f"{len(bench.methods)} methods x {args.seeds} seed(s) in {result['wall_seconds']:.0f} s; outputs in {out}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser and its subcommand parsers by name ('train', 'bench pareto', ...), so that the
+    console script (mlops.cli) can add the commands that track to MLflow."""
+    commands: dict[str, argparse.ArgumentParser] = {}
     parser = argparse.ArgumentParser(prog="drift", description="DRIFT: diversity-preserving RL fine-tuning of "
                                      "text-to-image diffusion and flow models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -206,8 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_config(sub.add_parser("train", help="fine-tune a model with GRPO / DRIFT"))
     p.add_argument("--out", help="run directory (default: run.output_dir/run.name)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in the run directory")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume even though the configuration differs from the checkpoint's (beyond train.iterations)")
     p.set_defaults(handler=cmd_train)
+    commands["train"] = p
 
     p = with_config(sub.add_parser("sample", help="sample images, score them and save a grid"))
     p.add_argument("--model", help="model directory or hub id (default: the config's model.source)")
@@ -252,9 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a benchmark field, e.g. --set iterations=10")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", required=True, help="output directory (table, plot, trajectories)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or OUT/mlflow.db)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.set_defaults(handler=cmd_bench_pareto)
+    commands["bench pareto"] = p
 
     tb = sub.add_parser("testbed", help="build the digits testbed (the DVC stages call these)")
     tsub = tb.add_subparsers(dest="testbed_command", metavar="STAGE", required=True)
@@ -273,11 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default="data/prompts.csv")
     p.add_argument("--out", default="data/testbed/base_model")
     p.set_defaults(handler=cmd_testbed_pretrain)
-    return parser
+    return parser, commands
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse and dispatch; a user mistake prints one line and exits 2."""
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -290,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("drift: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The library's commands only; the installed `drift` script is mlops.cli.main."""
+    return run(build_parser()[0], argv)
 
 
 if __name__ == "__main__":

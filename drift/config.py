@@ -17,30 +17,51 @@ from drift.errors import ConfigError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Attribute docstrings become the fields' descriptions in the JSON schema; NaN and infinity are
+    # refused everywhere (a NaN weight would otherwise train a NaN model).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
+
+
+DEVICE_PATTERN = r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$"
 
 
 class RunSection(_Section):
-    name: str = "drift"
+    name: str = Field("drift", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Run name: the run directory under ``output_dir`` and, for `drift train`, what --resume resumes."""
     seed: int = Field(0, ge=0)
+    """Seed of every random draw of the run (prompts, sample seeds, trained timesteps, LoRA init)."""
     output_dir: Path = Path(".state/runs")
-    device: str = "cpu"
+    """Where run directories (checkpoints, metrics log, final model of `drift train`) are written."""
+    device: str = Field("cpu", pattern=DEVICE_PATTERN)
+    """torch device: cpu, cuda, cuda:N, mps or xpu (checked against the machine when the run starts)."""
 
 
 class ModelSection(_Section):
-    source: str = Field(..., description="hub id or local directory of a diffusers pipeline")
+    source: str = Field(..., min_length=1)
+    """Hub id (e.g. stabilityai/stable-diffusion-3.5-medium) or local directory of a diffusers pipeline."""
     family: Literal["auto", "flow", "eps"] = "auto"
+    """Sampler family: 'flow' (rectified flow, Flow-GRPO SDE step), 'eps' (noise prediction, DDIM
+    with eta), or 'auto' (from the pipeline's scheduler class)."""
     revision: str | None = None
+    """Hub revision (branch, tag or commit) to load; None for the default branch."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype of the frozen weights; trained weights and all step math stay in float32."""
 
 
 class DataSection(_Section):
     prompts: Path
+    """Prompt CSV with columns ``prompt`` and ``split`` (DVC-versioned)."""
     train_split: str = "train"
+    """Value of ``split`` that marks training prompts."""
     eval_split: str = "eval"
-    min_prompt_length: int = Field(3, ge=1, description="characters")
-    max_prompt_length: int = Field(200, ge=1, description="characters")
+    """Value of ``split`` that marks held-out evaluation prompts."""
+    min_prompt_length: int = Field(3, ge=1)
+    """Shortest allowed prompt, in characters (after Unicode normalisation)."""
+    max_prompt_length: int = Field(200, ge=1)
+    """Longest allowed prompt, in characters."""
     min_rows_per_split: int = Field(5, ge=1)
+    """Validation fails when a split has fewer prompts than this."""
 
     @model_validator(mode="after")
     def _lengths(self):
@@ -52,64 +73,111 @@ class DataSection(_Section):
 
 class SamplingSection(_Section):
     num_steps: int = Field(10, ge=1, le=1000)
-    noise_level: float = Field(0.7, ge=0.0, le=10.0, description="SDE noise level (flow) or DDIM eta (eps)")
-    guidance_scale: float = Field(1.0, ge=1.0, description="1 disables classifier-free guidance")
+    """T, denoising steps per rollout (and per evaluation sample)."""
+    noise_level: float = Field(0.7, ge=0.0, le=10.0)
+    """SDE noise level a of the Flow-GRPO step (std = a sqrt(sigma / (1 - sigma))), or DDIM's eta."""
+    guidance_scale: float = Field(1.0, ge=1.0)
+    """Classifier-free guidance weight w: out = out_uncond + w (out_cond - out_uncond); 1 disables it."""
     group_size: int = Field(16, ge=2)
+    """G, samples per prompt in a GRPO group (each with its own seed)."""
     prompts_per_iteration: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=1, description="samples per denoiser call during rollouts")
+    """P, prompt groups per iteration: an iteration draws P * G samples."""
+    batch_size: int = Field(256, ge=1)
+    """Samples per denoiser call during rollouts (memory, not math)."""
 
 
 class RewardTerm(_Section):
     name: str
+    """A registered reward (drift.registry.REWARDS): digit_margin, clip_score, pickscore, aesthetic, ..."""
     weight: float = 1.0
+    """w_k in r = sum_k w_k r_k."""
     args: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the reward's factory (checkpoint paths, model ids)."""
 
 
 class EmbeddingSection(_Section):
     name: str = "pixels"
+    """A registered embedding f (drift.registry.EMBEDDINGS) for diversity and shaping."""
     args: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the embedding's factory."""
 
 
 class LoraSection(_Section):
     enabled: bool = False
+    """Train LoRA adapters instead of the whole denoiser (the reference policy is the adapters off)."""
     rank: int = Field(8, ge=1)
+    """LoRA rank r."""
     alpha: float = Field(8.0, gt=0)
+    """LoRA alpha (the update is scaled by alpha / r)."""
     target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    """Names of the denoiser's linear layers that get adapters."""
 
 
 class TrainSection(_Section):
     iterations: int = Field(40, ge=1)
+    """Training iterations (rollout + update); the only field a resumed run may change."""
     lr: float = Field(3e-4, gt=0, le=1.0)
+    """AdamW learning rate."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     clip_range: float = Field(1e-3, gt=0, le=1.0)
+    """epsilon of the PPO clip: the ratio rho is clipped to [1 - epsilon, 1 + epsilon]."""
     adv_clip: float = Field(5.0, gt=0)
+    """Advantages are clipped to [-adv_clip, adv_clip] after group normalisation."""
     kl_coef: float = Field(0.0, ge=0)
+    """beta of the KL penalty to the reference (base) policy's step distribution; 0 disables it."""
     timestep_fraction: float = Field(1.0, gt=0, le=1.0)
+    """Fraction of the T denoising steps each micro-batch trains on (drawn at random)."""
     inner_epochs: int = Field(1, ge=1)
+    """Passes over an iteration's samples per update."""
     micro_batch: int = Field(64, ge=1)
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    """Samples per backward pass."""
+    grad_accum: int = Field(1, ge=1)
+    """Micro-batches per optimizer step."""
     max_grad_norm: float = Field(1.0, gt=0)
-    ema_decay: float = Field(0.0, ge=0, lt=1.0, description="0 disables EMA")
+    """Gradients are clipped to this global norm."""
+    ema_decay: float = Field(0.0, ge=0, lt=1.0)
+    """Decay of an exponential moving average of the trained weights, used for evaluation and the
+    saved model; 0 disables EMA."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, more compute)."""
     lora: LoraSection = Field(default_factory=LoraSection)
+    """LoRA adapters (see LoraSection)."""
 
 
 class SubsetSection(_Section):
+    """DRIFT component 1: update only on a reward-concentrated subset of each group."""
+
     enabled: bool = False
+    """Turn the subset on; off, every sample of a group is updated on."""
     mode: Literal["window", "zscore"] = "window"
+    """'window': keep the k = ceil(keep_ratio G) sorted rewards with the smallest range;
+    'zscore': keep samples with |r_i - mean| <= z_max std."""
     keep_ratio: float = Field(0.75, gt=0, le=1.0)
+    """k / G for the window mode."""
     z_max: float = Field(1.0, gt=0)
+    """z_max for the zscore mode."""
 
 
 class PromptNoiseSection(_Section):
+    """DRIFT component 2: annealed noise on the prompt embeddings during rollouts."""
+
     enabled: bool = False
+    """Turn prompt noise on."""
     scale: float = Field(0.25, ge=0)
+    """s, the noise scale at the start of training."""
     tau1: float = Field(0.6, ge=0, le=1.0)
+    """tau1: at denoising times tau <= tau1 (late steps) the conditioning is the clean prompt (g = 1)."""
     tau2: float = Field(0.9, ge=0, le=1.0)
+    """tau2: at tau >= tau2 (early steps) the annealing weight g is 0; linear in between."""
     rescale: bool = False
+    """Rescale the noisy embedding to the clean one's per-sample mean and std."""
     psi: float = Field(1.0, ge=0, le=1.0)
+    """psi: mix of the rescaled (psi) and unrescaled (1 - psi) noisy embedding when rescale is on."""
     final_scale: float = Field(0.0, ge=0)
-    decay_iterations: int = Field(0, ge=0, description="0 keeps the scale constant over training")
+    """s at the end of the decay over training iterations."""
+    decay_iterations: int = Field(0, ge=0)
+    """Iterations over which s decays linearly to final_scale; 0 keeps s constant."""
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -119,37 +187,56 @@ class PromptNoiseSection(_Section):
 
 
 class ShapingSection(_Section):
+    """DRIFT component 3: potential-based reward shaping toward intra-group diversity."""
+
     enabled: bool = False
+    """Turn diversity shaping on."""
     mode: Literal["terminal", "dense"] = "terminal"
-    weight: float = Field(1.0, ge=0, description="lambda, in units of the group's reward std")
+    """'terminal': r'_i = r_i + lambda std_g(r) Phi_i; 'dense': per-step terms
+    F_t = gamma Phi(x0_hat_{t+1}) - Phi(x0_hat_t) on the predicted clean samples."""
+    weight: float = Field(1.0, ge=0)
+    """lambda, in units of the group's reward standard deviation (scale-free)."""
     gamma: float = Field(1.0, gt=0, le=1.0)
+    """gamma of the dense shaping terms (1: they telescope to the terminal bonus)."""
     gate: bool = False
+    """Give the bonus only to samples whose reward is at least the group mean."""
 
 
 class DriftSection(_Section):
     subset: SubsetSection = Field(default_factory=SubsetSection)
+    """Component 1, the reward-concentrated subset."""
     prompt_noise: PromptNoiseSection = Field(default_factory=PromptNoiseSection)
+    """Component 2, annealed prompt-embedding noise."""
     shaping: ShapingSection = Field(default_factory=ShapingSection)
+    """Component 3, potential-based diversity shaping."""
 
 
 class EvalSection(_Section):
-    every: int = Field(10, ge=0, description="iterations between evaluations; 0 = only at the end")
+    every: int = Field(10, ge=0)
+    """Iterations between evaluations during training; 0 evaluates only at the start and the end."""
     num_prompts: int = Field(10, ge=1)
+    """Held-out prompts evaluated (the first ones of the eval split)."""
     samples_per_prompt: int = Field(16, ge=2)
+    """Seeded samples per evaluation prompt."""
     seed: int = Field(1234, ge=0)
-    noise_level: float | None = Field(
-        None, ge=0.0, description="sampler noise for evaluation (seeded, so still reproducible); "
-        "None uses sampling.noise_level, 0 the deterministic sampler")
+    """Seed of the fixed evaluation seeds (disjoint from training seeds)."""
+    noise_level: float | None = Field(None, ge=0.0)
+    """Sampler noise for evaluation (seeded, so still reproducible); None uses sampling.noise_level,
+    0 the deterministic sampler."""
 
 
 class CheckpointSection(_Section):
-    every: int = Field(0, ge=0, description="iterations between checkpoints; 0 = only at the end")
+    every: int = Field(0, ge=0)
+    """Iterations between checkpoints; 0 checkpoints only at the end."""
+    keep_last: int = Field(2, ge=0)
+    """Intact checkpoints kept per run (older ones are deleted); 0 keeps all."""
 
 
 class RegistrySection(_Section):
-    model_name: str = Field("drift-digits", min_length=1, description="MLflow registered model name")
-    min_diversity_fraction: float = Field(
-        0.5, ge=0, le=10.0, description="promotion needs diversity >= this fraction of the reference's")
+    model_name: str = Field("drift-digits", min_length=1)
+    """MLflow registered model name."""
+    min_diversity_fraction: float = Field(0.5, ge=0, le=10.0)
+    """Promotion needs diversity >= this fraction of the reference (base) model's."""
 
 
 class PreferenceSection(_Section):
@@ -157,15 +244,24 @@ class PreferenceSection(_Section):
     the generator's reward (added to the run's reward terms)."""
 
     pairs: Path = Path("data/preferences/pairs.csv")
+    """The preference pairs CSV (format in drift.data.preferences)."""
     reward_model_name: str = Field("drift-digits-reward", min_length=1)
+    """MLflow registered model name of the preference reward head."""
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of pairs held out (by a hash of the pair id) to measure the head's accuracy."""
     epochs: int = Field(300, ge=1)
+    """Full-batch AdamW epochs of the Bradley-Terry fit."""
     lr: float = Field(0.05, gt=0)
-    weight: float = Field(1.0, ge=0, description="weight of the preference reward in the generator's reward")
-    head_dir: Path = Field(Path(".state/reward_heads"), description="where new heads are written")
+    """Learning rate of the Bradley-Terry fit."""
+    weight: float = Field(1.0, ge=0)
+    """Weight of the preference reward in the generator's reward."""
+    head_dir: Path = Path(".state/reward_heads")
+    """Where new heads are written."""
 
 
 class DriftConfig(_Section):
+    """A whole run; each section's fields are documented where the section is defined."""
+
     run: RunSection = Field(default_factory=RunSection)
     model: ModelSection
     data: DataSection
@@ -178,6 +274,26 @@ class DriftConfig(_Section):
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
     preferences: PreferenceSection | None = None
+
+    @property
+    def method_name(self) -> str:
+        """'grpo', or 'drift[...]' listing the DRIFT components that are on."""
+        d = self.drift
+        on = [n for n, c in (("subset", d.subset), ("prompt_noise", d.prompt_noise), ("shaping", d.shaping)) if c.enabled]
+        return f"drift[{','.join(on)}]" if on else "grpo"
+
+    def without_drift(self) -> "DriftConfig":
+        """The same run with the three DRIFT components off: plain GRPO, the baseline."""
+        return self.with_overrides({f"drift.{c}.enabled": False for c in ("subset", "prompt_noise", "shaping")})
+
+    def with_preference_reward(self, head_dir: str) -> "DriftConfig":
+        """This configuration with the learned preference score added to its reward terms
+        (weight preferences.weight, on the embedding the head was fitted on)."""
+        term = {"name": "preference", "weight": self.preferences.weight,
+                "args": {"head": str(head_dir), "embedding": self.embedding.name, "embedding_args": self.embedding.args}}
+        data = self.model_dump(mode="json")
+        data["reward"] = data["reward"] + [term]
+        return parse_config(data, source="retraining configuration")
 
     @property
     def eval_noise_level(self) -> float:
@@ -193,6 +309,26 @@ class DriftConfig(_Section):
                 node = node.setdefault(key, {})
             node[leaf] = value
         return parse_config(data, source="overrides")
+
+
+def _flatten(data, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+RESUMABLE_CHANGES = ("train.iterations",)
+
+
+def config_differences(saved: dict, current: dict, allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
+    """Dotted fields whose values differ between two dumped configurations, as 'field: a -> b'
+    (fields in ``allowed`` are ignored)."""
+    a, b = _flatten(saved), _flatten(current)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k not in allowed and a.get(k) != b.get(k)]
 
 
 def describe_validation_error(err: ValidationError, source: str) -> str:
@@ -230,24 +366,35 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Dr
 
 class ClassifierParams(_Section):
     epochs: int = Field(30, ge=1)
+    """Training epochs of the digit classifier (reward and feature model)."""
     lr: float = Field(2e-3, gt=0)
+    """Its AdamW learning rate (cosine schedule)."""
 
 
 class BaseModelParams(_Section):
     steps: int = Field(1000, ge=1)
+    """Flow-matching steps of the base model's pretraining."""
     batch_size: int = Field(128, ge=1)
+    """Images per pretraining step."""
     lr: float = Field(2e-3, gt=0)
+    """Peak learning rate (one-cycle schedule)."""
     ema_decay: float = Field(0.995, ge=0, lt=1)
+    """Decay of the EMA whose weights are saved."""
     cond_dropout: float = Field(0.1, ge=0, lt=1)
+    """Share of empty-prompt captions, so that classifier-free guidance works."""
 
 
 class TestbedParams(_Section):
     """The ``testbed`` section of params.yaml: how ``dvc repro`` builds the digits testbed."""
 
     seed: int = Field(0, ge=0)
+    """Seed of the data split, the classifier and the pretraining."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of images held out to measure the classifier's accuracy."""
     classifier: ClassifierParams = Field(default_factory=ClassifierParams)
+    """The digit classifier."""
     base_model: BaseModelParams = Field(default_factory=BaseModelParams)
+    """The base text-to-image model."""
 
 
 def load_testbed_params(path: str | Path) -> TestbedParams:

@@ -15,3 +15,15 @@ class ModelNotFoundError(DriftError):
 
 class UnsupportedModelError(DriftError):
     """A pipeline whose denoiser or scheduler the adapters do not support."""
+
+
+class CheckpointError(DriftError):
+    """A checkpoint that is incomplete, corrupted, or does not belong to this run."""
+
+
+class NonFiniteError(DriftError):
+    """A NaN or infinite reward, advantage, loss or gradient: training stops before the weights change."""
+
+
+class ConfigMismatchError(DriftError):
+    """Resuming a run with a configuration other than the one its checkpoint was written with."""

@@ -45,6 +45,6 @@ class Registry:
                 importlib.import_module(module)
 
 
-REWARDS = Registry("reward", ["drift.rewards.compression", "drift.rewards.clip", "drift.testbed.classifier",
-                                "drift.reward_model"])
-EMBEDDINGS = Registry("embedding", ["drift.embeddings", "drift.testbed.classifier"])
+REWARDS = Registry("reward", ["drift.scoring.compression", "drift.scoring.clip", "drift.testbed.classifier",
+                                "drift.scoring.preference_head"])
+EMBEDDINGS = Registry("embedding", ["drift.scoring.embeddings", "drift.testbed.classifier"])

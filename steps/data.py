@@ -12,9 +12,9 @@ from zenml import log_metadata, save_artifact, step
 
 from drift.config import parse_config
 from drift.errors import DriftError
-from drift.prompts import read_prompts
-from drift.provenance import data_version
-from drift.validation import ValidationReport, rules_from_config, validate_file, validate_table
+from drift.data.prompts import read_prompts
+from drift.data.provenance import data_version
+from drift.data.validation import ValidationReport, rules_from_config, validate_file, validate_table
 from steps import TRACKER
 
 

@@ -14,7 +14,7 @@ from zenml import step
 
 from drift.build import build_parts
 from drift.config import parse_config
-from drift.evaluation import evaluate_with_config
+from drift.evaluation.protocol import evaluate_with_config
 from drift.plots import side_by_side, trajectory_plot
 from steps import TRACKER
 

@@ -1,5 +1,5 @@
-"""Step 6: log the fine-tuned model, register a version, set `challenger`, and move `champion`
-only through the promotion gate (drift.promotion)."""
+"""Step 6: register the fine-tuned model as a new version, set `challenger`, and move `champion`
+only through the promotion gate (drift.evaluation.promotion)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,20 @@ from typing import Annotated
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from zenml import log_metadata, step
 
 from drift.config import parse_config
-from drift.promotion import promotion_decision
+from drift.evaluation.promotion import promotion_decision
+from mlops.pyfunc_model import GENERATOR_CODE, GENERATOR_SIGNATURE
+from mlops.registry import register_version, version_by_alias
 from steps import TRACKER
-from steps.pyfunc_model import SIGNATURE, DriftImageGenerator, requirements
 
 GATED = ("alignment", "diversity", "vendi")
 
 
 def current_champion(client: MlflowClient, name: str) -> dict | None:
-    try:
-        version = client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
+    version = version_by_alias(client, name, "champion")
+    if version is None:
         return None
     return {"version": version.version, **{k: float(version.tags[k]) for k in GATED if k in version.tags}}
 
@@ -36,18 +35,15 @@ def register_model(config: dict, model_dir: str, evaluation: dict, reference_met
     cfg = parse_config(config)
     name = cfg.registry.model_name
     client = MlflowClient()
+    candidate = {k: float(evaluation[k]) for k in GATED}
+    tags = {**candidate, **{f"data.{k}": v for k, v in data_version.items()},
+            "mlflow_run_id": mlflow.active_run().info.run_id, **(extra_tags or {})}
     with tempfile.TemporaryDirectory() as tmp:
         sampling = Path(tmp) / "sampling.json"
         sampling.write_text(json.dumps({"num_steps": cfg.sampling.num_steps, "noise_level": cfg.eval_noise_level,
                                         "guidance_scale": cfg.sampling.guidance_scale}))
-        info = mlflow.pyfunc.log_model(name="model", python_model=DriftImageGenerator(), signature=SIGNATURE,
-                                       artifacts={"pipeline": model_dir, "sampling": str(sampling)},
-                                       pip_requirements=requirements())
-    version = mlflow.register_model(info.model_uri, name).version
-    candidate = {k: float(evaluation[k]) for k in GATED}
-    for key, value in {**candidate, **{f"data.{k}": v for k, v in data_version.items()},
-                       "mlflow_run_id": mlflow.active_run().info.run_id, **(extra_tags or {})}.items():
-        client.set_model_version_tag(name, version, key, str(value))
+        version = register_version(client, name, GENERATOR_CODE, {"pipeline": model_dir, "sampling": str(sampling)},
+                                   tags, GENERATOR_SIGNATURE)
     champion = current_champion(client, name)
     client.set_registered_model_alias(name, "challenger", version)
     promote, reason = promotion_decision(candidate, champion, reference_metrics, cfg.registry.min_diversity_fraction)

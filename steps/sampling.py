@@ -11,7 +11,7 @@ from zenml import step
 
 from drift.build import build_parts
 from drift.config import parse_config
-from drift.evaluation import evaluate_with_config
+from drift.evaluation.protocol import evaluate_with_config
 from drift.plots import image_grid
 from steps import TRACKER
 

@@ -41,7 +41,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="session")
 def testbed(tmp_path_factory):
     """The digits testbed built small (few epochs and steps) in a temporary directory."""
-    from drift.prompts import read_prompts
+    from drift.data.prompts import read_prompts
     from drift.testbed.classifier import train_classifier
     from drift.testbed.data import build_data, load_images
     from drift.testbed.pretrain import pretrain, save
@@ -74,7 +74,7 @@ def zen_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("zenml_home")
     env = {**os.environ, "ZENML_CONFIG_PATH": str(home), "ZENML_ANALYTICS_OPT_IN": "false",
            "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{BIN}:{os.environ['PATH']}"}
-    out = subprocess.run([sys.executable, "-m", "pipelines.stack", "--uri"], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "mlops.stack", "--uri"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return {"env": env, "tracking_uri": out.stdout.strip().splitlines()[-1], "home": home}

@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from drift import shaping
-from drift.diversity import mean_pairwise_cosine_distance, per_group, vendi_score
-from drift.prompt_noise import anneal_condition, anneal_weight, noise_scale
-from drift.subset import group_advantages, select_subset, window_subset, zscore_subset
+from drift.method import shaping
+from drift.scoring.diversity import mean_pairwise_cosine_distance, per_group, vendi_score
+from drift.method.prompt_noise import anneal_condition, anneal_weight, noise_scale
+from drift.method.advantages import group_advantages
+from drift.method.subset import select_subset, window_subset, zscore_subset
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -118,7 +119,7 @@ def test_diversity_metrics():
 
 
 def test_matched_levels_interpolate_along_the_trajectory():
-    from drift.pareto import at_level, matched_comparison, pareto_front
+    from drift.evaluation.matching import at_level, matched_comparison, pareto_front
 
     xs, ys = [0.0, 1.0, 3.0], [1.0, 0.5, 0.1]
     assert at_level(xs, ys, 2.0) == pytest.approx(0.3)

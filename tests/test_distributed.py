@@ -7,8 +7,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from drift import distributed
-from drift.trainer import group_statistics
+from drift.training import distributed
+from drift.method.advantages import drift_advantages
 from tests.test_trainer import DRIFT_ON, make_config, make_trainer
 
 KEYS = ("reward_mean", "reward_std", "kept_fraction", "diversity", "vendi")
@@ -27,7 +27,7 @@ def _worker(rank, world, init_file, source, out_dir):
         total = cfg.sampling.prompts_per_iteration * cfg.sampling.group_size
         mine = distributed.shard(total)
         gathered = [distributed.gather_samples(x[mine], total) for x in _batch(total)]
-        adv, kept = group_statistics(*gathered, cfg, num_steps=4)
+        adv, kept = drift_advantages(*gathered, cfg, num_steps=4)
         # a real trainer step on sharded rollouts
         trainer = make_trainer(source, drift=DRIFT_ON)
         metrics = trainer.step()
@@ -43,7 +43,7 @@ def test_group_statistics_match_across_two_processes(tiny_sd15_dir, tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert sorted(torch.cat([r["shard"] for r in ranks]).tolist()) == list(range(8))
 
-    adv, kept = group_statistics(*_batch(8), make_config(tiny_sd15_dir, drift=DRIFT_ON), num_steps=4)
+    adv, kept = drift_advantages(*_batch(8), make_config(tiny_sd15_dir, drift=DRIFT_ON), num_steps=4)
     for r in ranks:
         torch.testing.assert_close(r["adv"], adv, rtol=0, atol=0)
         assert torch.equal(r["kept"], kept)

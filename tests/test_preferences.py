@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from drift.preferences import bold_strokes_choice, is_held_out, read_pairs
-from drift.reward_model import fit_bradley_terry, pairwise_accuracy
-from drift.validation import validate_preferences
+from drift.data.preferences import bold_strokes_choice, is_held_out, read_pairs
+from drift.scoring.preference_head import fit_bradley_terry, pairwise_accuracy
+from drift.data.validation import validate_preferences
 
 
 def test_bradley_terry_recovers_a_linear_preference():
@@ -75,7 +75,7 @@ def test_synthetic_batch_saves_the_images_themselves(tiny_sd15_dir, tmp_path):
     from PIL import Image
 
     from drift.models import load_model
-    from drift.preferences import synthetic_batch
+    from drift.data.preferences import synthetic_batch
 
     table = synthetic_batch(load_model(str(tiny_sd15_dir)), ["a cat"], 2, tmp_path, seed=3, num_steps=2)
     assert len(table) == 2 and set(table["choice"]) <= {"first", "second", "tie"}

@@ -18,7 +18,7 @@ CLIP = {"arch": "ViT-S-32", "pretrained": None}
 
 @pytest.fixture(scope="module")
 def rewards():
-    from drift.rewards import WeightedReward
+    from drift.scoring.rewards import WeightedReward
     from drift.config import RewardTerm
 
     return WeightedReward.from_config([RewardTerm(name="clip_score", weight=1.0, args=CLIP),
@@ -39,7 +39,7 @@ def test_rewards_are_batched_finite_and_deterministic(rewards):
 @pytest.mark.parametrize("which", ["sd15", "sd3"])
 def test_lora_rollout_and_update_with_clip_rewards(which, tiny_sd15_dir, tiny_sd3_dir, rewards):
     from drift.models import load_model
-    from drift.trainer import Trainer
+    from drift.training.trainer import Trainer
 
     source = {"sd15": tiny_sd15_dir, "sd3": tiny_sd3_dir}[which]
     cfg = make_config(source, lora=True, drift=DRIFT_ON, iterations=2, kl_coef=0.01)
@@ -88,10 +88,10 @@ def test_real_model_configs_validate(path):
 
 
 def test_mixed_precision_lora_trains_float32_adapters(tiny_sd15_dir):
-    from drift.embeddings import pixels
+    from drift.scoring.embeddings import pixels
     from drift.models import load_model
-    from drift.rewards import WeightedReward
-    from drift.trainer import Trainer
+    from drift.scoring.rewards import WeightedReward
+    from drift.training.trainer import Trainer
 
     cfg = make_config(tiny_sd15_dir, lora=True, iterations=1, gradient_checkpointing=True)
     model = load_model(str(tiny_sd15_dir), dtype=torch.bfloat16)

@@ -7,8 +7,8 @@ import shutil
 import pandas as pd
 
 from drift.models import load_model
-from drift.preferences import synthetic_batch
-from drift.provenance import file_md5
+from drift.data.preferences import synthetic_batch
+from drift.data.provenance import file_md5
 from tests.conftest import model_versions, registry, run_pipeline, small_config
 
 PIPELINE = "pipelines.retraining.drift_retraining_pipeline"

@@ -7,7 +7,7 @@ import torch
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
 from drift.sampling import ddim_step_with_logprob, flow_sde_step
-from drift.schedules import FlowSchedule
+from drift.sampling.schedules import FlowSchedule
 
 
 def _normal_log_prob(x, mean, std):

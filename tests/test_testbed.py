@@ -5,11 +5,10 @@ from pathlib import Path
 
 import torch
 
-from drift.bench.methods import method_config
 from drift.build import build_trainer
 from drift.models import load_model
-from drift.pareto import matched_comparison
-from drift.prompts import read_prompts
+from drift.evaluation.matching import matched_comparison
+from drift.data.prompts import read_prompts
 from drift.testbed.classifier import digit_from_prompt
 from drift.testbed.data import build_data, load_images
 from drift.testbed.pretrain import pretrain
@@ -53,7 +52,7 @@ def test_pretraining_is_seeded(testbed):
 
 def test_grpo_collapses_and_drift_keeps_diversity(testbed):
     base = small_config(testbed, **{"train.iterations": 25, "eval.every": 5})
-    runs = {name: build_trainer(method_config(base, name)).train() for name in ("grpo", "drift")}
+    runs = {name: build_trainer(cfg).train() for name, cfg in (("grpo", base.without_drift()), ("drift", base))}
     grpo = runs["grpo"]
     assert grpo[-1]["alignment"] > grpo[0]["alignment"] + 1.0
     assert grpo[-1]["diversity"] < 0.75 * grpo[0]["diversity"]

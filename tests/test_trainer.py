@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from drift.config import parse_config
-from drift.embeddings import pixels
+from drift.scoring.embeddings import pixels
 from drift.models import load_model
-from drift.rewards import WeightedReward
-from drift.trainer import Trainer, latest_checkpoint
+from drift.scoring.rewards import WeightedReward
+from drift.training.checkpoints import list_checkpoints
+from drift.training.trainer import Trainer
 
 PROMPTS = ["a red cat", "a blue dog", "a green bird"]
 
@@ -80,14 +81,14 @@ def test_first_update_after_rollout_has_unit_ratio(source):
 def test_rescoring_reproduces_rollout_log_probs_for_every_step(source):
     trainer = make_trainer(source, drift=DRIFT_ON)
     ro, _ = trainer.collect()
-    from drift.rollout import condition_noise
+    from drift.sampling.rollout import condition_noise
 
     schedule = trainer.model.schedule(ro.num_steps)
     idx = torch.tensor([1, 4, 6])
     noise = condition_noise(ro.cond[idx], ro.seeds[idx])
     with torch.no_grad():
         for i in range(ro.num_steps):
-            lp = trainer.score(ro, schedule, idx, i, noise).log_prob
+            lp = trainer.recompute_transition(ro, schedule, idx, i, noise).log_prob
             torch.testing.assert_close(lp, ro.log_probs[idx, i], rtol=0, atol=1e-5)
 
 
@@ -100,7 +101,7 @@ def test_resume_gives_identical_weights(tiny_sd15_dir, tmp_path, lora):
     first = make_trainer(tiny_sd15_dir, **{**kw, "iterations": 3})
     first.cfg.train.iterations = 2
     first.train(checkpoint_dir=tmp_path)
-    ckpt = latest_checkpoint(tmp_path)
+    ckpt = list_checkpoints(tmp_path)[-1]
     assert ckpt.name == "iter_000002"
 
     resumed = make_trainer(tiny_sd15_dir, **kw)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from drift.build import build_trainer
 from drift.config import DriftConfig, describe_validation_error, load_config
 from drift.errors import ConfigError
-from drift.pareto import matched_comparison, pareto_front
+from drift.evaluation.matching import matched_comparison, pareto_front
 from drift.plots import trajectory_plot
 
 
@@ -49,6 +49,11 @@ class BenchConfig(BaseModel):
             raise ValueError(f"baseline '{self.baseline}' is not one of the methods ({', '.join(self.methods)})")
         return self
 
+    def run_config(self, base: DriftConfig, method: str, seed: int) -> DriftConfig:
+        """The run configuration of one method and seed: the base plus the method's overrides."""
+        return base.with_overrides({**self.methods[method], "run.seed": seed, "train.iterations": self.iterations,
+                                    "eval.every": self.eval_every})
+
 
 def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[BenchConfig, DriftConfig]:
     """The benchmark config and its validated base run config; every method's overrides are
@@ -63,15 +68,10 @@ def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None)
     base = load_config(bench.base_config, bench.base_overrides)
     for name in bench.methods:
         try:
-            method_config(bench, base, name, seed=0)
+            bench.run_config(base, name, seed=0)
         except ConfigError as err:
             raise ConfigError(f"method '{name}' in {path}: {err}") from None
     return bench, base
-
-
-def method_config(bench: BenchConfig, base: DriftConfig, name: str, seed: int) -> DriftConfig:
-    return base.with_overrides({**bench.methods[name], "run.seed": seed, "train.iterations": bench.iterations,
-                                "eval.every": bench.eval_every})
 
 
 class NullTracker:
@@ -95,9 +95,10 @@ def _mean_over_levels(rows: list[dict]) -> float:
 
 def _stats(values: list[float]) -> dict:
     finite = [v for v in values if math.isfinite(v)]
-    return {"mean": float(np.mean(finite)) if finite else math.nan,
-            "std": float(np.std(finite)) if len(finite) > 1 else 0.0 if finite else math.nan,
-            "min": float(np.min(finite)) if finite else math.nan, "per_seed": values}
+    if not finite:
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "per_seed": values}
+    return {"mean": float(np.mean(finite)), "std": float(np.std(finite)), "min": float(np.min(finite)),
+            "per_seed": values}
 
 
 def mean_trajectory(runs: dict[int, list[dict]]) -> list[dict]:
@@ -183,7 +184,7 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: int, out_dir: st
                                           "methods": ",".join(bench.methods)}):
         for seed in range(seeds):
             for name in bench.methods:
-                cfg = method_config(bench, base, name, seed)
+                cfg = bench.run_config(base, name, seed)
                 if progress:
                     print(f"[{time.perf_counter() - start:6.0f} s] {name}, seed {seed}", flush=True)
                 with tracker.run(f"{name}/seed{seed}", {"method": name, "seed": seed, **bench.methods[name]}, nested=True):

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drift.bench.methods import method_config
 from drift.build import build_parts, build_trainer
 from drift.config import DriftConfig
-from drift.diversity import mean_pairwise_cosine_distance
-from drift.evaluation import evaluate, eval_seeds
-from drift.pareto import matched_comparison
+from drift.scoring.diversity import mean_pairwise_cosine_distance
+from drift.evaluation.protocol import evaluate, eval_seeds
+from drift.evaluation.matching import matched_comparison
 from drift.plots import save_grid, trajectory_plot
-from drift.rollout import rollout
+from drift.sampling.rollout import rollout
 from drift.testbed.classifier import digit_from_prompt, load_classifier
 from drift.testbed.data import load_images
 
@@ -62,11 +61,10 @@ def generation_time(cfg: DriftConfig, parts, prompts: int = 10, per_prompt: int 
 
 
 def collapse_runs(cfg: DriftConfig, iterations: int, every: int) -> dict[str, list[dict]]:
-    runs = {}
-    for name in ("grpo", "drift"):
-        run_cfg = method_config(cfg, name, {"train.iterations": iterations, "eval.every": every})
-        runs[name] = build_trainer(run_cfg).train(progress=True)
-    return runs
+    """GRPO and the configuration's own DRIFT settings ('default') on the same budget and seeds."""
+    budget = {"train.iterations": iterations, "eval.every": every}
+    configs = {"grpo": cfg.without_drift().with_overrides(budget), "default": cfg.with_overrides(budget)}
+    return {name: build_trainer(run_cfg).train(progress=True) for name, run_cfg in configs.items()}
 
 
 def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int = 5,
@@ -81,7 +79,7 @@ def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int 
     save_grid(quality.pop("grid"), 12, out / "testbed_base_samples.png", upscale=4)
     seconds_160 = generation_time(cfg, parts)
     runs = collapse_runs(cfg, iterations, every)
-    g, d = runs["grpo"], runs["drift"]
+    g, d = runs["grpo"], runs["default"]
     result = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "pretrain": json.loads((base_dir / "pretrain_stats.json").read_text()),

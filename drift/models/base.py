@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from drift.schedules import DDIMSchedule, FlowSchedule
+from drift.sampling.schedules import DDIMSchedule, FlowSchedule
 
 
 @dataclass

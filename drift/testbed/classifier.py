@@ -93,7 +93,12 @@ def digit_margin_reward(device="cpu", checkpoint: str = "data/testbed/classifier
 @EMBEDDINGS.register("digit_features")
 def digit_features(device="cpu", checkpoint: str = "data/testbed/classifier"):
     model = load_classifier(checkpoint, device)
-    return torch.no_grad()(lambda images: model.features(images.to(device)))
+
+    @torch.no_grad()
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        return model.features(images.to(device))
+
+    return embed
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, is_test: np.ndarray, epochs: int = 30,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from drift.registry import EMBEDDINGS
-from drift.rewards.clip import OpenClip, missing_model, preprocess
+from drift.scoring.clip import OpenClip, missing_model, preprocess
 
 
 @EMBEDDINGS.register("pixels")
@@ -41,8 +41,8 @@ def dinov2(device="cpu", model: str = "facebook/dinov2-base", random_config: dic
     from transformers import AutoImageProcessor, Dinov2Config, Dinov2Model
 
     if random_config is not None:
-        net, size, mean, std = Dinov2Model(Dinov2Config(**random_config)), random_config.get("image_size", 224), \
-            [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+        net = Dinov2Model(Dinov2Config(**random_config))
+        size, mean, std = random_config.get("image_size", 224), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     else:
         try:
             proc = AutoImageProcessor.from_pretrained(model)
@@ -52,4 +52,9 @@ def dinov2(device="cpu", model: str = "facebook/dinov2-base", random_config: dic
                            "embedding's 'model' argument to the local directory.") from err
         size, mean, std = proc.crop_size["height"], proc.image_mean, proc.image_std
     net = net.to(device).eval().requires_grad_(False)
-    return torch.no_grad()(lambda images: net(pixel_values=preprocess(images.to(device), size, mean, std)).pooler_output)
+
+    @torch.no_grad()
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        return net(pixel_values=preprocess(images.to(device), size, mean, std)).pooler_output
+
+    return embed

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
-from drift.sampling import (
+from drift.sampling.transitions import (
     StepOutput,
     ddim_step_with_logprob,
     eps_predict_x0,

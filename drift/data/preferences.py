@@ -23,7 +23,7 @@ import torch
 
 from drift.models.base import T2IModel
 from drift.plots import to_pil
-from drift.rollout import rollout
+from drift.sampling.rollout import rollout
 
 COLUMNS = ["pair_id", "prompt", "image_a", "image_b", "choice", "annotator", "timestamp"]
 CHOICES = ("first", "second", "tie")

@@ -108,7 +108,12 @@ def aesthetic(device="cpu", arch: str = "ViT-L-14", pretrained: str | None = "op
                 "LAION improved-aesthetic-predictor release and set the reward's 'head_checkpoint' argument to its path.")
         head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     head = head.to(device).eval().requires_grad_(False)
-    return torch.no_grad()(lambda images, prompts: head(clip.image_features(images)).squeeze(-1))
+
+    @torch.no_grad()
+    def reward(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return head(clip.image_features(images)).squeeze(-1)
+
+    return reward
 
 
 @REWARDS.register("pickscore")

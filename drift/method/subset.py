@@ -1,8 +1,8 @@
 """DRIFT component 1: update only on a reward-concentrated subset of each prompt group.
 
 Dropping the group's reward outliers keeps a few extreme samples from pulling the policy
-prematurely toward one mode. Advantages are normalised within the kept subset; dropped samples
-get no gradient.
+prematurely toward one mode. ``drift.method.advantages`` normalises the advantages within the kept
+subset; dropped samples get no gradient.
 """
 
 from __future__ import annotations
@@ -45,18 +45,3 @@ def select_subset(rewards: torch.Tensor, mode: str, keep_ratio: float, z_max: fl
     if mode == "zscore":
         return torch.stack([zscore_subset(r, z_max) for r in rewards])
     raise ValueError(f"unknown subset mode {mode!r}: expected 'window' or 'zscore'")
-
-
-def group_advantages(returns: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """GRPO advantages normalised within each group's kept subset.
-
-    A_i = (R_i - mean_{kept} R) / (std_{kept} R + eps) for kept i, 0 for dropped i.
-    ``returns`` is (P, G) or (P, G, T) (per-step returns, normalised per step); ``mask`` is (P, G).
-    """
-    m = mask.to(returns.dtype)
-    while m.ndim < returns.ndim:
-        m = m.unsqueeze(-1)
-    n = m.sum(dim=1, keepdim=True).clamp(min=1)
-    mean = (returns * m).sum(dim=1, keepdim=True) / n
-    var = (((returns - mean) ** 2) * m).sum(dim=1, keepdim=True) / n
-    return (returns - mean) / (var.sqrt() + eps) * m

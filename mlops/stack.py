@@ -2,8 +2,8 @@
 artifact store plus an MLflow experiment tracker whose SQLite tracking and registry store lives
 in the artifact store, i.e. under $ZENML_CONFIG_PATH (the Makefile sets .state/zenml). Idempotent.
 
-    python -m pipelines.stack            # set up and activate
-    python -m pipelines.stack --uri      # print the MLflow tracking URI (for `mlflow ui`)
+    python -m mlops.stack            # set up and activate
+    python -m mlops.stack --uri      # print the MLflow tracking URI (for `mlflow ui`)
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import sys
 from zenml.client import Client
 from zenml.enums import StackComponentType
 
-from steps import TRACKER
-
 STACK = "drift_local"
+# The experiment tracker the tracked steps name (steps.TRACKER).
+TRACKER = "mlflow_tracker"
 
 
 def ensure_stack() -> str:

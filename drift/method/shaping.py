@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from drift.diversity import cosine_similarity_matrix
+from drift.scoring.diversity import cosine_similarity_matrix
 
 
 def diversity_potential(features: torch.Tensor) -> torch.Tensor:

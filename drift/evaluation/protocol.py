@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from drift.diversity import diversity_report
+from drift.scoring.diversity import diversity_report
 from drift.models.base import T2IModel
-from drift.rollout import rollout
+from drift.sampling.rollout import rollout
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from drift.errors import DriftError
-from drift.prompts import REQUIRED_COLUMNS, read_prompts
+from drift.data.prompts import REQUIRED_COLUMNS, read_prompts
 
 EXAMPLES = 5
 
@@ -131,12 +131,12 @@ def validate_table(table: pd.DataFrame, source: str = "<table>", min_len: int = 
 
 
 def validate_preferences(table: pd.DataFrame, root: str | Path, source: str = "<pairs>") -> ValidationReport:
-    """Validate a preference table (drift.preferences documents the format); image paths are
+    """Validate a preference table (drift.data.preferences documents the format); image paths are
     relative to ``root``. Checks choices, prompts, duplicate pairs, and that every image decodes."""
     import great_expectations as gx
     from PIL import Image
 
-    from drift.preferences import CHOICES, COLUMNS
+    from drift.data.preferences import CHOICES, COLUMNS
 
     E = gx.expectations
     expectations = [

@@ -9,12 +9,17 @@ from pathlib import Path
 import yaml
 
 
-def file_md5(path: str | Path) -> str:
-    digest = hashlib.md5()
+def file_digest(path: str | Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes (md5 is what DVC records; sha256 guards checkpoints)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_md5(path: str | Path) -> str:
+    return file_digest(path, "md5")
 
 
 def dvc_locked_md5(path: str | Path, lock_file: str | Path = "dvc.lock") -> str | None:

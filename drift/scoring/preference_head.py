@@ -6,8 +6,10 @@ loss = -[y log P + (1 - y) log(1 - P)],  y = 1 (first), 0 (second), 0.5 (tie)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
@@ -69,10 +71,45 @@ def load_head(path: str | Path) -> PreferenceHead:
     return PreferenceHead.from_pretrained(str(path)).eval()
 
 
+@dataclass
+class PairFeatures:
+    """Embeddings of both images of each pair, split into fitting and held-out pairs."""
+
+    train_a: torch.Tensor
+    train_b: torch.Tensor
+    train_choices: list[str]
+    held_a: torch.Tensor
+    held_b: torch.Tensor
+    held_choices: list[str]
+
+
+def pair_features(pairs: pd.DataFrame, root: str | Path, embed, holdout_fraction: float) -> PairFeatures:
+    """Embed every pair's images (paths relative to ``root``) and hold out a stable share of the
+    pairs (by a hash of the pair id, so adding batches never moves a pair between the splits)."""
+    from drift.data.preferences import is_held_out, load_pair_images
+
+    img_a, img_b = load_pair_images(pairs, root)
+    with torch.no_grad():
+        fa, fb = embed(img_a).cpu(), embed(img_b).cpu()
+    held = torch.from_numpy(is_held_out(pairs["pair_id"], holdout_fraction))
+    choices = pairs["choice"].tolist()
+    return PairFeatures(fa[~held], fb[~held], [c for c, h in zip(choices, held) if not h],
+                        fa[held], fb[held], [c for c, h in zip(choices, held) if h])
+
+
+def heldout_accuracy(head: PreferenceHead, data: PairFeatures) -> float:
+    return pairwise_accuracy(head, data.held_a, data.held_b, data.held_choices)
+
+
 @REWARDS.register("preference")
 def preference_reward(device="cpu", head: str = "", embedding: str = "digit_features",
                       embedding_args: dict | None = None):
     """r = w . f(image) + b: the learned preference score on the embedding it was fitted on."""
     model = load_head(head).to(device)
     embed = EMBEDDINGS.build(embedding, device=device, **(embedding_args or {}))
-    return torch.no_grad()(lambda images, prompts: model(embed(images)))
+
+    @torch.no_grad()
+    def reward(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return model(embed(images))
+
+    return reward

@@ -1,4 +1,7 @@
-"""The registered model: an MLflow pyfunc that generates images from a DataFrame of prompts."""
+"""The registered models as MLflow pyfuncs, logged as code (MLflow's models-from-code): the
+registry stores the reviewed source files in ``mlops/model_code/`` and the artifacts (diffusers
+pipeline directory, sampler settings, preference head in safetensors); loading a version runs
+those files and reads the artifacts, and unpickles nothing."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import base64
 import io
 import json
 from importlib.metadata import version
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -13,7 +17,11 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-SIGNATURE = ModelSignature(
+CODE = Path(__file__).parent / "model_code"
+GENERATOR_CODE = CODE / "generator.py"
+PREFERENCE_HEAD_CODE = CODE / "preference_head.py"
+
+GENERATOR_SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "prompt"), ColSpec("long", "seed", required=False)]),
     outputs=Schema([ColSpec("string", "prompt"), ColSpec("long", "seed"), ColSpec("string", "image_png_base64")]),
 )
@@ -26,12 +34,11 @@ class DriftImageGenerator(mlflow.pyfunc.PythonModel):
         from drift.models import load_model
 
         self.model = load_model(context.artifacts["pipeline"])
-        with open(context.artifacts["sampling"]) as f:
-            self.sampling = json.load(f)
+        self.sampling = json.loads(Path(context.artifacts["sampling"]).read_text())
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from drift.plots import to_pil
-        from drift.rollout import rollout
+        from drift.sampling.rollout import rollout
 
         prompts = model_input["prompt"].astype(str).tolist()
         seeds = model_input["seed"].astype("int64").tolist() if "seed" in model_input else list(range(len(prompts)))
@@ -45,5 +52,19 @@ class DriftImageGenerator(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"prompt": prompts, "seed": seeds, "image_png_base64": encoded})
 
 
+class PreferenceHeadModel(mlflow.pyfunc.PythonModel):
+    """Scores feature vectors (one row per image, the embedding's dimensions as columns)."""
+
+    def load_context(self, context):
+        from drift.scoring.preference_head import load_head
+
+        self.head = load_head(context.artifacts["head"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        with torch.no_grad():
+            return self.head(torch.tensor(model_input.to_numpy(), dtype=torch.float32)).numpy()
+
+
 def requirements() -> list[str]:
-    return [f"{p}=={version(p)}" for p in ("torch", "diffusers", "transformers", "peft", "pandas", "pillow")]
+    return [f"{p}=={version(p)}" for p in ("torch", "diffusers", "transformers", "peft", "pandas", "pillow",
+                                           "safetensors")]

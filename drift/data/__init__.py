@@ -1,0 +1,1 @@
+"""Data: prompt sets, preference pairs, their validation, and their provenance."""

@@ -1,0 +1,130 @@
+"""Rollouts: groups of G samples per prompt with everything the update needs to rescore them.
+
+All randomness of a sample comes from its seed: the initial latent and the step noise from a
+generator seeded with 2 * seed, the prompt-embedding noise from one seeded with 2 * seed + 1.
+A sample is therefore reproducible whatever batch it was drawn in, and the update regenerates
+the exact conditioning its rollout used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from drift.models.base import Conditioning, T2IModel
+from drift.method.prompt_noise import anneal_condition, anneal_weight
+
+
+@dataclass(frozen=True)
+class PromptNoise:
+    """Prompt-noise settings in force for one rollout (scale already decayed for the iteration)."""
+
+    scale: float
+    tau1: float
+    tau2: float
+    rescale: bool = False
+    psi: float = 1.0
+
+
+@dataclass
+class Rollout:
+    prompts: list[str]  # (B,) the prompt of each sample
+    group_ids: torch.Tensor  # (B,) which prompt group each sample belongs to
+    seeds: torch.Tensor  # (B,) per-sample seed
+    latents: torch.Tensor  # (B, T + 1, C, H, W): x_0 (noise) .. x_T (final)
+    log_probs: torch.Tensor  # (B, T) log-probability of each transition under the sampling policy
+    cond: Conditioning  # (B, ...) clean prompt conditioning
+    uncond: Conditioning | None  # (B, ...) empty-prompt conditioning when guidance > 1
+    prompt_noise: PromptNoise | None
+    images: torch.Tensor  # (B, C, H, W) in [0, 1]
+    x0_preds: torch.Tensor | None  # (B, T, C, H, W) predicted clean latents per step, if kept
+
+    @property
+    def num_steps(self) -> int:
+        return self.log_probs.shape[1]
+
+
+def _generators(seeds: torch.Tensor, offset: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(2 * int(s) + offset) for s in seeds]
+
+
+def condition_noise(cond: Conditioning, seeds: torch.Tensor) -> Conditioning:
+    """Standard-normal noise shaped like ``cond``, drawn from each sample's prompt-noise generator."""
+    gens = _generators(seeds, offset=1)
+    return cond.map(lambda t, _: randn_tensor(t.shape, generator=gens, device=t.device, dtype=torch.float32))
+
+
+def conditioning_at(cond: Conditioning, noise: Conditioning | None, tau: float, pn: PromptNoise | None) -> Conditioning:
+    """The conditioning used at denoising time ``tau``: annealed noise when prompt noise is on."""
+    if pn is None or noise is None:
+        return cond
+    g = anneal_weight(tau, pn.tau1, pn.tau2)
+    return cond.map(lambda t, name: anneal_condition(t, getattr(noise, name), g, pn.scale, pn.rescale, pn.psi))
+
+
+def _denoise(model: T2IModel, schedule, x, cond, cond_noise, uncond, guidance_scale, pn, noise_level,
+             gens, keep_x0, progress):
+    latents, log_probs, x0_preds = [x], [], []
+    for i in tqdm(range(schedule.num_steps), desc="sampling", leave=False, disable=None if progress else True):
+        c = conditioning_at(cond, cond_noise, schedule.tau(i), pn)
+        out = model.predict(x, schedule.model_time(i), c, uncond, guidance_scale)
+        step = schedule.step(i, out, x, noise_level, generator=gens)
+        if keep_x0:
+            x0_preds.append(schedule.predict_x0(i, out, x))
+        x = step.prev_sample
+        latents.append(x)
+        log_probs.append(step.log_prob)
+    return torch.stack(latents, 1), torch.stack(log_probs, 1), (torch.stack(x0_preds, 1) if keep_x0 else None)
+
+
+def expand_groups(prompts: list[str], group_size: int) -> tuple[list[str], torch.Tensor]:
+    """One entry per sample: each prompt repeated ``group_size`` times, with its group index."""
+    return [p for p in prompts for _ in range(group_size)], torch.arange(len(prompts)).repeat_interleave(group_size)
+
+
+@torch.no_grad()
+def rollout(model: T2IModel, prompts: list[str], group_size: int, seeds: torch.Tensor, num_steps: int,
+            noise_level: float, guidance_scale: float = 1.0, prompt_noise: PromptNoise | None = None,
+            keep_x0: bool = False, batch_size: int = 256, progress: bool = False) -> Rollout:
+    """Sample ``group_size`` images for each prompt (B = P * G, ``seeds`` of shape (B,))."""
+    sample_prompts, group_ids = expand_groups(prompts, group_size)
+    return rollout_samples(model, sample_prompts, group_ids, seeds, num_steps, noise_level, guidance_scale,
+                           prompt_noise, keep_x0, batch_size, progress)
+
+
+@torch.no_grad()
+def rollout_samples(model: T2IModel, sample_prompts: list[str], group_ids: torch.Tensor, seeds: torch.Tensor,
+                    num_steps: int, noise_level: float, guidance_scale: float = 1.0,
+                    prompt_noise: PromptNoise | None = None, keep_x0: bool = False, batch_size: int = 256,
+                    progress: bool = False) -> Rollout:
+    """Sample one image per (prompt, group id, seed): any subset of a batch's samples, e.g. one
+    process's shard, gives exactly the samples the whole batch would."""
+    seeds = torch.as_tensor(seeds, dtype=torch.long)
+    if seeds.shape != (len(sample_prompts),):
+        raise ValueError(f"need one seed per sample: {len(sample_prompts)}, got {tuple(seeds.shape)}")
+    schedule = model.schedule(num_steps)
+    unique = sorted(set(sample_prompts))
+    cond = model.encode(unique)[torch.tensor([unique.index(p) for p in sample_prompts], device=model.device)]
+    uncond = model.encode([""] * len(sample_prompts)) if guidance_scale > 1 else None
+    parts = []
+    for idx in _chunks(len(sample_prompts), batch_size):
+        gens = _generators(seeds[idx], offset=0)
+        x = randn_tensor((len(gens), *model.latent_shape), generator=gens, device=model.device, dtype=torch.float32)
+        noise = condition_noise(cond[idx], seeds[idx]) if prompt_noise is not None else None
+        parts.append(_denoise(model, schedule, x, cond[idx], noise, None if uncond is None else uncond[idx],
+                              guidance_scale, prompt_noise, noise_level, gens, keep_x0, progress))
+    latents = torch.cat([p[0] for p in parts])
+    return Rollout(
+        prompts=list(sample_prompts), group_ids=torch.as_tensor(group_ids), seeds=seeds, latents=latents,
+        log_probs=torch.cat([p[1] for p in parts]),
+        cond=cond, uncond=uncond, prompt_noise=prompt_noise,
+        images=torch.cat([model.decode(latents[idx, -1]) for idx in _chunks(len(sample_prompts), batch_size)]),
+        x0_preds=torch.cat([p[2] for p in parts]) if keep_x0 else None,
+    )
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(s, s + size) for s in range(0, n, size)]

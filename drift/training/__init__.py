@@ -1,0 +1,1 @@
+"""Training: the trainer (all state), its checkpoints, data parallelism, and a whole run."""

@@ -1,0 +1,83 @@
+"""A whole training run in a run directory, as `drift train` and the pipeline's fine-tuning step
+both run it: resume from the newest intact checkpoint, train with checkpoints and a metrics log
+written line by line, and hand back the trainer with its final weights.
+
+    run_dir/
+        checkpoints/iter_NNNNNN/   see drift.training.checkpoints
+        metrics.jsonl              one JSON object per reported step: {"iteration": i, ...metrics}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drift.build import RunParts, build_trainer
+from drift.config import DriftConfig
+from drift.errors import DriftError
+from drift.training import checkpoints
+from drift.training import distributed as dist
+from drift.training.trainer import MetricsCallback, Trainer
+
+log = logging.getLogger(__name__)
+
+METRICS_LOG = "metrics.jsonl"
+
+
+@dataclass
+class TrainingRun:
+    trainer: Trainer
+    resumed_from: Path | None = None
+    damaged_checkpoints: list[str] = field(default_factory=list)  # newer ones skipped, and why
+
+
+def truncate_metrics_log(path: Path, iteration: int) -> None:
+    """Keep only the lines up to ``iteration``: what a resumed run logs again is not logged twice."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iteration"] <= iteration:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # a line cut by a kill, and everything after it
+    path.write_text("".join(f"{line}\n" for line in kept))
+
+
+def run_training(cfg: DriftConfig, run_dir: str | Path, parts: RunParts | None = None,
+                 callback: MetricsCallback | None = None, resume: bool = True, allow_config_change: bool = False,
+                 progress: bool = True) -> TrainingRun:
+    """Train ``cfg`` in ``run_dir``; with ``resume``, continue from its newest intact checkpoint
+    (damaged newer ones are reported and skipped). Returns the trainer after the last iteration."""
+    run_dir = Path(run_dir)
+    trainer = build_trainer(cfg, parts)
+    ckpt_dir = run_dir / "checkpoints"
+    run = TrainingRun(trainer)
+    if not resume and checkpoints.list_checkpoints(ckpt_dir):
+        raise DriftError(f"{run_dir} already holds checkpoints of an earlier run: resume it (drift train --resume), "
+                         "or give the new run another run.name or --out")
+    if resume:
+        ckpt, run.damaged_checkpoints = checkpoints.load_newest(ckpt_dir)
+        for problem in run.damaged_checkpoints:
+            log.warning("skipped checkpoint: %s", problem)
+        if ckpt is not None:
+            trainer.restore(ckpt, allow_config_change)
+            run.resumed_from = ckpt.path
+    metrics_path = run_dir / METRICS_LOG
+    if not dist.is_main():
+        trainer.train(callback, checkpoint_dir=ckpt_dir, progress=progress)
+        return run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    truncate_metrics_log(metrics_path, trainer.iteration)
+    with metrics_path.open("a", buffering=1) as metrics_log:
+
+        def record(metrics: dict[str, float], iteration: int) -> None:
+            metrics_log.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
+            if callback is not None:
+                callback(metrics, iteration)
+
+        trainer.train(record, checkpoint_dir=ckpt_dir, progress=progress)
+    return run

@@ -1,0 +1,407 @@
+"""GRPO / DRIFT fine-tuning. All training state lives here; the math lives in drift.method.
+
+One iteration: sample P prompts x G seeds -> rollout with log-probs -> rewards and embeddings ->
+DRIFT advantages (subset, shaping, group normalisation) -> PPO-clipped updates on a fraction of
+the timesteps of each kept sample.
+
+Randomness is a function of (run seed, iteration): prompts, sample seeds and the timesteps trained
+are drawn from generators seeded with both, so resuming from a checkpoint replays the same run.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers.training_utils import EMAModel, cast_training_params
+
+from drift.config import DriftConfig, config_differences
+from drift.errors import ConfigMismatchError, NonFiniteError
+from drift.evaluation.protocol import evaluate_with_config
+from drift.method.advantages import drift_advantages
+from drift.method.grpo import clipped_policy_loss, mean_kl
+from drift.method.prompt_noise import noise_scale
+from drift.models.base import T2IModel
+from drift.sampling.rollout import (PromptNoise, Rollout, condition_noise, conditioning_at, expand_groups,
+                                    rollout_samples)
+from drift.scoring.diversity import diversity_report
+from drift.training import checkpoints
+from drift.training import distributed as dist
+
+MetricsCallback = Callable[[dict[str, float], int], None]
+
+# Independent random streams per (run seed, iteration): which prompts and sample seeds an iteration
+# draws, and in which order and on which timesteps the update visits the kept samples.
+BATCH_STREAM, UPDATE_STREAM = 0, 1
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) for k in keys])
+
+
+def ensure_finite(name: str, value: torch.Tensor | float) -> None:
+    """Stop the iteration, naming the term, before a non-finite value reaches the weights."""
+    if not bool(torch.isfinite(torch.as_tensor(value)).all()):
+        raise NonFiniteError(f"non-finite {name}: training stopped before it could reach the weights "
+                             "(lower train.lr, check the reward model, or resume from the last checkpoint)")
+
+
+@dataclass
+class ScoredBatch:
+    """The whole iteration batch as every process sees it after gathering the shards."""
+
+    rewards: torch.Tensor  # (B,)
+    reward_terms: dict[str, torch.Tensor]  # name -> (B,)
+    features: torch.Tensor  # (B, D) embeddings of the final samples
+    step_features: torch.Tensor | None  # (B, T - 1, D) of the predicted clean samples, dense shaping only
+
+
+@dataclass
+class UpdateLog:
+    """Statistics of one update, averaged over micro-batches and timesteps by ``summary``."""
+
+    loss: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    clip_fraction: list[float] = field(default_factory=list)
+    approx_kl: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    ratios: list[torch.Tensor] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        out = {k: float(np.mean(v)) for k, v in vars(self).items() if k != "ratios" and v}
+        ratios = torch.cat(self.ratios) if self.ratios else torch.ones(1)
+        out.update(ratio_mean=float(ratios.mean()), ratio_min=float(ratios.min()), ratio_max=float(ratios.max()),
+                   ratio_max_abs_dev=float((ratios - 1).abs().max()))
+        return out
+
+
+class Trainer:
+    def __init__(self, config: DriftConfig, model: T2IModel, reward, embed, train_prompts: list[str],
+                 eval_prompts: list[str] | None = None):
+        if not train_prompts:
+            raise ValueError("no training prompts")
+        self.cfg = config
+        self.model = model
+        self.reward = reward
+        self.embed = embed
+        self.train_prompts = list(train_prompts)
+        self.eval_prompts = list(eval_prompts or [])
+        self.iteration = 0
+        self.trajectory: list[dict[str, float]] = []
+        train = config.train
+        torch.manual_seed(config.run.seed)
+        if train.lora.enabled:
+            self._add_lora(train.lora)
+            self._reference_denoiser = None
+        elif train.kl_coef > 0:
+            self._reference_denoiser = copy.deepcopy(model.denoiser).requires_grad_(False)
+        else:
+            self._reference_denoiser = None
+        if train.gradient_checkpointing:
+            model.denoiser.enable_gradient_checkpointing()
+        if model.dtype != torch.float32:
+            # Mixed precision: frozen weights stay in half precision, trained ones in float32.
+            cast_training_params(model.denoiser, dtype=torch.float32)
+        self.params = model.trainable_parameters()
+        self.optimizer = torch.optim.AdamW(self.params, lr=train.lr, weight_decay=train.weight_decay)
+        self.ema = EMAModel(self.params, decay=train.ema_decay) if train.ema_decay > 0 else None
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _add_lora(self, lora):
+        from peft import LoraConfig
+
+        self.model.denoiser.requires_grad_(False)
+        self.model.denoiser.add_adapter(
+            LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=lora.target_modules, init_lora_weights="gaussian")
+        )
+
+    @contextmanager
+    def reference_policy(self):
+        """The base model: LoRA adapters disabled, or the frozen copy for full fine-tuning."""
+        denoiser = self.model.denoiser
+        if self.cfg.train.lora.enabled:
+            denoiser.disable_adapters()
+            try:
+                yield
+            finally:
+                denoiser.enable_adapters()
+        else:
+            self.model.denoiser = self._reference_denoiser
+            try:
+                yield
+            finally:
+                self.model.denoiser = denoiser
+
+    @contextmanager
+    def evaluation_weights(self):
+        """EMA weights swapped in when EMA is on."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        try:
+            yield
+        finally:
+            self.ema.restore(self.params)
+
+    # -- rollouts --------------------------------------------------------------------------------
+    def prompt_noise(self) -> PromptNoise | None:
+        pn = self.cfg.drift.prompt_noise
+        if not pn.enabled:
+            return None
+        scale = noise_scale(self.iteration, pn.scale, pn.final_scale, pn.decay_iterations)
+        return PromptNoise(scale=scale, tau1=pn.tau1, tau2=pn.tau2, rescale=pn.rescale, psi=pn.psi)
+
+    def iteration_batch(self) -> tuple[list[str], torch.Tensor]:
+        """This iteration's P prompts and P * G sample seeds (the same on every process)."""
+        s = self.cfg.sampling
+        rng = _rng(self.cfg.run.seed, self.iteration, BATCH_STREAM)
+        replace = s.prompts_per_iteration > len(self.train_prompts)
+        idx = rng.choice(len(self.train_prompts), size=s.prompts_per_iteration, replace=replace)
+        seeds = rng.integers(0, 2**31 - 1, size=s.prompts_per_iteration * s.group_size)
+        return [self.train_prompts[i] for i in idx], torch.as_tensor(seeds, dtype=torch.long)
+
+    def collect(self) -> tuple[Rollout, torch.Tensor]:
+        """Roll out this process's shard of the iteration's samples; returns it and its indices."""
+        s = self.cfg.sampling
+        prompts, seeds = self.iteration_batch()
+        sample_prompts, group_ids = expand_groups(prompts, s.group_size)
+        mine = dist.shard(len(sample_prompts))
+        keep_x0 = self.cfg.drift.shaping.enabled and self.cfg.drift.shaping.mode == "dense"
+        ro = rollout_samples(self.model, [sample_prompts[i] for i in mine], group_ids[mine], seeds[mine], s.num_steps,
+                             s.noise_level, s.guidance_scale, self.prompt_noise(), keep_x0=keep_x0,
+                             batch_size=s.batch_size)
+        return ro, mine
+
+    def score_rollout(self, ro: Rollout) -> ScoredBatch:
+        """Rewards and embeddings of this shard, gathered into the whole batch."""
+        total = self.cfg.sampling.prompts_per_iteration * self.cfg.sampling.group_size
+        rewards, terms = self.reward(ro.images, ro.prompts)
+        step_features = None
+        if ro.x0_preds is not None and ro.num_steps > 1:
+            step_features = dist.gather_samples(self.predicted_sample_features(ro), total)
+        return ScoredBatch(
+            rewards=dist.gather_samples(rewards, total),
+            reward_terms={k: dist.gather_samples(v, total) for k, v in terms.items()},
+            features=dist.gather_samples(self.embed(ro.images).cpu(), total),
+            step_features=step_features,
+        )
+
+    def predicted_sample_features(self, ro: Rollout) -> torch.Tensor:
+        """Embeddings of the clean samples predicted at steps 1 .. T-1, shape (B, T - 1, D)."""
+        x0 = ro.x0_preds[:, 1:].flatten(0, 1)
+        return self.embed(self.model.decode(x0)).cpu().reshape(ro.x0_preds.shape[0], ro.num_steps - 1, -1)
+
+    # -- the update ------------------------------------------------------------------------------
+    def recompute_transition(self, ro: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise):
+        """Step i of ``samples`` under the current policy (with gradients), with the conditioning the
+        rollout used (its prompt noise regenerated from the seeds): its log-probability and mean."""
+        s = self.cfg.sampling
+        cond = conditioning_at(ro.cond[samples], cond_noise, schedule.tau(i), ro.prompt_noise)
+        uncond = None if ro.uncond is None else ro.uncond[samples]
+        x = ro.latents[samples, i]
+        out = self.model.predict(x, schedule.model_time(i), cond, uncond, s.guidance_scale)
+        return schedule.step(i, out, x, s.noise_level, prev_sample=ro.latents[samples, i + 1])
+
+    def reference_kl(self, ro: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise, transition) -> torch.Tensor:
+        """Mean KL between the policy's and the reference policy's step distributions."""
+        with torch.no_grad(), self.reference_policy():
+            reference = self.recompute_transition(ro, schedule, samples, i, cond_noise)
+        return mean_kl(transition.mean, reference.mean, transition.std).mean()
+
+    def micro_batches(self, kept: torch.Tensor, num_steps: int, epoch: int) -> list[tuple[torch.Tensor, list[int]]]:
+        """The kept samples in a seeded random order, in micro-batches, each with the timesteps it
+        trains on. Every process gets the same number of micro-batches (empty ones pad the shorter
+        lists), so that gradient averaging lines up."""
+        train = self.cfg.train
+        n_train = max(1, round(num_steps * train.timestep_fraction))
+        rng = _rng(self.cfg.run.seed, self.iteration, UPDATE_STREAM, epoch)
+        kept_idx = torch.nonzero(kept).flatten()
+        order = kept_idx[torch.as_tensor(rng.permutation(len(kept_idx)))]
+        batches = [order[k : k + train.micro_batch] for k in range(0, len(order), train.micro_batch)]
+        batches += [order[:0]] * (dist.max_over_processes(len(batches)) - len(batches))
+        return [(b, sorted(rng.choice(num_steps, size=n_train, replace=False).tolist()) if len(b) else [])
+                for b in batches]
+
+    def accumulate_micro_batch(self, ro: Rollout, schedule, samples: torch.Tensor, timesteps: list[int],
+                               advantages: torch.Tensor, log: UpdateLog) -> None:
+        """Backpropagate the loss of one micro-batch, one timestep at a time."""
+        train = self.cfg.train
+        cond_noise = condition_noise(ro.cond[samples], ro.seeds[samples]) if ro.prompt_noise is not None else None
+        for i in timesteps:
+            transition = self.recompute_transition(ro, schedule, samples, i, cond_noise)
+            policy_loss, stats = clipped_policy_loss(transition.log_prob, ro.log_probs[samples, i],
+                                                     advantages[samples, i], train.clip_range)
+            kl_penalty = self.reference_kl(ro, schedule, samples, i, cond_noise, transition) if train.kl_coef > 0 else None
+            loss = policy_loss if kl_penalty is None else policy_loss + train.kl_coef * kl_penalty
+            ensure_finite("loss", loss.detach())
+            (loss / (len(timesteps) * train.grad_accum)).backward()
+
+            log.loss.append(float(loss.detach()))
+            if kl_penalty is not None:
+                log.kl.append(float(kl_penalty.detach()))
+            log.clip_fraction.append(float(stats["clip_fraction"]))
+            log.approx_kl.append(float(stats["approx_kl"]))
+            log.ratios.append(stats["ratio"])
+
+    def optimizer_step(self) -> float:
+        """Average gradients over processes, clip, step; returns the gradient norm before clipping."""
+        dist.average_gradients(self.params)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm))
+        ensure_finite("gradient norm", grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.step(self.params)
+        return grad_norm
+
+    def update(self, ro: Rollout, advantages: torch.Tensor, kept: torch.Tensor) -> dict[str, float]:
+        """PPO-clipped updates on this process's kept samples; one optimizer step per
+        ``train.grad_accum`` micro-batches (and at the end of each epoch)."""
+        train = self.cfg.train
+        schedule = self.model.schedule(ro.num_steps)
+        log = UpdateLog()
+        self.model.denoiser.train()
+        for epoch in range(train.inner_epochs):
+            batches = self.micro_batches(kept, ro.num_steps, epoch)
+            self.optimizer.zero_grad(set_to_none=True)
+            for b, (samples, timesteps) in enumerate(batches):
+                self.accumulate_micro_batch(ro, schedule, samples, timesteps, advantages, log)
+                if (b + 1) % train.grad_accum == 0 or b + 1 == len(batches):
+                    log.grad_norm.append(self.optimizer_step())
+        return log.summary()
+
+    # -- one iteration ---------------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        """Run one iteration; returns its metrics (group statistics over all processes' samples)."""
+        t0 = time.perf_counter()
+        ro, mine = self.collect()
+        batch = self.score_rollout(ro)
+        ensure_finite("reward", batch.rewards)
+        t1 = time.perf_counter()
+        advantages, kept = drift_advantages(batch.rewards, batch.features, batch.step_features, self.cfg,
+                                            ro.num_steps)
+        ensure_finite("advantages", advantages)
+        metrics = self.update(ro, advantages[mine], kept[mine])
+        t2 = time.perf_counter()
+
+        group_ids = torch.arange(len(batch.rewards)) // self.cfg.sampling.group_size
+        metrics.update(
+            reward_mean=float(batch.rewards.mean()), reward_std=float(batch.rewards.std()),
+            kept_fraction=float(kept.float().mean()),
+            time_rollout=t1 - t0, time_update=t2 - t1, time_iteration=t2 - t0,
+            **{f"reward/{k}": float(v.mean()) for k, v in batch.reward_terms.items()},
+            **diversity_report(batch.features, group_ids),
+        )
+        if ro.prompt_noise is not None:
+            metrics["prompt_noise_scale"] = ro.prompt_noise.scale
+        self.iteration += 1
+        return metrics
+
+    # -- evaluation and the loop -----------------------------------------------------------------
+    def evaluate(self):
+        with self.evaluation_weights(), torch.no_grad():
+            return evaluate_with_config(self.cfg, self.model, self.reward, self.embed, self.eval_prompts)
+
+    def save_model(self, directory: str | Path) -> None:
+        """The trained pipeline as a diffusers directory (EMA weights when on, LoRA fused), which
+        ``load_model`` opens like any base model."""
+        with self.evaluation_weights():
+            self.model.save_pretrained(directory)
+
+    def record_evaluation(self) -> dict[str, float]:
+        metrics = self.evaluate().metrics
+        self.trajectory.append({"iteration": self.iteration, **metrics})
+        return metrics
+
+    def train(self, callback: MetricsCallback | None = None, checkpoint_dir: str | Path | None = None,
+              progress: bool = False) -> list[dict[str, float]]:
+        """Train up to ``train.iterations``, evaluating every ``eval.every`` iterations (and at the
+        start and the end) and checkpointing every ``checkpoint.every`` (and at the end)."""
+        from tqdm.auto import tqdm
+
+        total, every, ck_every = self.cfg.train.iterations, self.cfg.eval.every, self.cfg.checkpoint.every
+        # Under data parallelism every process trains; only the main one reports and writes checkpoints.
+        emit = callback if callback is not None and dist.is_main() else (lambda metrics, it: None)
+        if self.eval_prompts and not self.trajectory:
+            emit({f"eval/{k}": v for k, v in self.record_evaluation().items()}, self.iteration)
+        bar = tqdm(total=total, initial=self.iteration, desc="DRIFT", disable=None if progress and dist.is_main() else True)
+        while self.iteration < total:
+            metrics = self.step()
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", div=f"{metrics['diversity']:.3f}")
+            emit(metrics, self.iteration)
+            done = self.iteration == total
+            if self.eval_prompts and (done or (every and self.iteration % every == 0)):
+                emit({f"eval/{k}": v for k, v in self.record_evaluation().items()}, self.iteration)
+            if checkpoint_dir is not None and dist.is_main() and (done or (ck_every and self.iteration % ck_every == 0)):
+                self.save_checkpoint(Path(checkpoint_dir) / checkpoints.checkpoint_name(self.iteration))
+                checkpoints.prune(checkpoint_dir, self.cfg.checkpoint.keep_last)
+        bar.close()
+        return self.trajectory
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def trained_weights(self) -> dict[str, torch.Tensor]:
+        """The weights training changes: the LoRA adapters, or the whole denoiser."""
+        if self.cfg.train.lora.enabled:
+            from peft import get_peft_model_state_dict
+
+            return get_peft_model_state_dict(self.model.denoiser)
+        return self.model.denoiser.state_dict()
+
+    def state_dict(self) -> dict:
+        """Everything but the weights that resuming needs, as plain data and tensors."""
+        np_state = np.random.get_state()
+        return {
+            "iteration": self.iteration,
+            "trajectory": self.trajectory,
+            "config": self.cfg.model_dump(mode="json"),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "numpy": [np_state[0], np_state[1], *np_state[2:]],
+                    "python": random.getstate()},
+        }
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        return checkpoints.save_checkpoint(path, self.trained_weights(), self.state_dict())
+
+    def load_checkpoint(self, path: str | Path, allow_config_change: bool = False) -> None:
+        self.restore(checkpoints.load_checkpoint(path), allow_config_change)
+
+    def restore(self, ckpt: checkpoints.Checkpoint, allow_config_change: bool = False) -> None:
+        """Restore weights, optimizer, EMA, RNG states, iteration and trajectory from a checkpoint.
+        A run configuration that differs from the checkpoint's in anything but the iteration budget
+        is refused, naming the fields, unless ``allow_config_change``."""
+        state = ckpt.state
+        changed = config_differences(state["config"], self.cfg.model_dump(mode="json"))
+        if changed and not allow_config_change:
+            raise ConfigMismatchError(
+                f"{ckpt.path} was written by a run with another configuration: {'; '.join(changed)}. "
+                "Resume with the checkpoint's configuration, start a new run (another run name or output "
+                "directory), or allow the change explicitly (drift train --allow-config-change).")
+        if self.cfg.train.lora.enabled:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.model.denoiser, ckpt.weights)
+        else:
+            self.model.denoiser.load_state_dict(ckpt.weights)
+        optimizer = state["optimizer"]
+        optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
+        self.optimizer.load_state_dict(optimizer)
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+        self.iteration, self.trajectory = state["iteration"], state["trajectory"]
