@@ -1,7 +1,8 @@
 # Two entry points: `make demo` (set up, then run the default job) and `make test`.
 # Both create or reuse .venv inside the repo; the install is redone only when the
-# dependency files change. All local state (ZenML store, MLflow runs and registry,
-# run outputs) lives in .state/.
+# dependency files change. The repository is a ZenML repository (`zenml init`) whose stack is
+# registered in the user's ZenML store, as `zenml stack register` would; the stores it points
+# at (artifacts, MLflow tracking and registry) live in .state/.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -13,9 +14,8 @@ STAMP := $(VENV)/.installed
 export PIP_CONFIG_FILE := /dev/null
 export PIP_FIND_LINKS :=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-# The project runs offline and keeps its local state inside the repo.
+# The project runs offline.
 export ZENML_ANALYTICS_OPT_IN := false
-export ZENML_CONFIG_PATH := $(CURDIR)/.state/zenml
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
@@ -55,7 +55,7 @@ test: setup
 	python -m pytest -q
 
 mlflow-ui: stack
-	mlflow ui --backend-store-uri "$$(python -m mlops.stack --uri)" --port 5000
+	mlflow ui --backend-store-uri "$$(python -m mlops.stack --uri)" --host 127.0.0.1 --port 5000
 
 clean-state:
 	rm -rf .state .zen

@@ -255,8 +255,6 @@ class PreferenceSection(_Section):
     """Learning rate of the Bradley-Terry fit."""
     weight: float = Field(1.0, ge=0)
     """Weight of the preference reward in the generator's reward."""
-    head_dir: Path = Path(".state/reward_heads")
-    """Where new heads are written."""
 
 
 class DriftConfig(_Section):

@@ -12,13 +12,7 @@ from zenml import pipeline
 from steps.data import load_prompts, validate_prompts
 from steps.evaluation import evaluate_model
 from steps.registry import register_model
-from steps.retraining import (
-    VERSION_TAG,
-    check_preferences,
-    retraining_config,
-    update_reward_model,
-    validate_preference_data,
-)
+from steps.retraining import VERSION_TAG, check_preferences, update_reward_model, validate_preference_data
 from steps.sampling import sample_reference
 from steps.training import drift_finetune
 
@@ -29,11 +23,10 @@ def drift_retraining_pipeline(config: dict):
     if not check["changed"]:
         return
     pairs = validate_preference_data(config)
-    reward = update_reward_model(config, pairs, check["version"])
-    run_config = retraining_config(config, reward)
-    prompts, version = load_prompts(run_config)
-    valid = validate_prompts(prompts, run_config)
-    reference, reference_images = sample_reference(run_config, valid)
-    model_dir, trajectory = drift_finetune(run_config, valid)
-    evaluation = evaluate_model(run_config, valid, model_dir, trajectory, reference, reference_images)
-    register_model(run_config, model_dir, evaluation, reference, version, {VERSION_TAG: check["version"]})
+    head, _ = update_reward_model(config, pairs, check["version"])
+    prompts, version = load_prompts(config)
+    valid = validate_prompts(prompts, config)
+    reference, reference_images = sample_reference(config, valid, reward_head=head)
+    model, trajectory = drift_finetune(config, valid, reward_head=head)
+    evaluation, _ = evaluate_model(config, valid, model, trajectory, reference, reference_images, reward_head=head)
+    register_model(config, model, evaluation, reference, version, {VERSION_TAG: check["version"]})

@@ -15,7 +15,6 @@ from drift.errors import DriftError
 from drift.data.prompts import read_prompts
 from drift.data.provenance import data_version
 from drift.data.validation import ValidationReport, rules_from_config, validate_file, validate_table
-from steps import TRACKER
 
 
 def _keep_report(report: ValidationReport) -> None:
@@ -26,7 +25,7 @@ def _keep_report(report: ValidationReport) -> None:
         raise DriftError(report.to_text())
 
 
-@step(enable_cache=False, experiment_tracker=TRACKER)
+@step(enable_cache=False, experiment_tracker=True)
 def load_prompts(config: dict) -> tuple[Annotated[pd.DataFrame, "prompts"], Annotated[dict, "data_version"]]:
     cfg = parse_config(config)
     path = Path(cfg.data.prompts)

@@ -1,10 +1,8 @@
 """Step 5: the fine-tuned model against the reference, on the same held-out prompts and seeds."""
 
-from __future__ import annotations
-
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import mlflow
 import numpy as np
@@ -13,17 +11,18 @@ import torch
 from zenml import step
 
 from drift.build import build_parts
-from drift.config import parse_config
 from drift.evaluation.protocol import evaluate_with_config
 from drift.plots import side_by_side, trajectory_plot
-from steps import TRACKER
+from mlops.artifacts import PipelineArtifact
+from mlops.configuration import step_config
 
 
-@step(enable_cache=False, experiment_tracker=TRACKER)
-def evaluate_model(config: dict, prompts: pd.DataFrame, model_dir: str, trajectory: list,
-                   reference_metrics: dict, reference_images: np.ndarray) -> Annotated[dict, "evaluation"]:
-    cfg = parse_config(config)
-    parts = build_parts(cfg, model_source=model_dir, prompts=prompts)
+@step(enable_cache=False, experiment_tracker=True)
+def evaluate_model(config: dict, prompts: pd.DataFrame, model: PipelineArtifact, trajectory: list,
+                   reference_metrics: dict, reference_images: np.ndarray, reward_head: Optional[Path] = None) -> tuple[
+        Annotated[dict, "evaluation"], Annotated[np.ndarray, "evaluation_images"]]:
+    cfg = step_config(config, reward_head)
+    parts = build_parts(cfg, model_source=str(model.directory), prompts=prompts)
     ev = evaluate_with_config(cfg, parts.model, parts.reward, parts.embed, parts.eval_prompts, progress=True)
     metrics = dict(ev.metrics)
     for key in ("alignment", "diversity", "vendi"):
@@ -36,4 +35,4 @@ def evaluate_model(config: dict, prompts: pd.DataFrame, model_dir: str, trajecto
                                  reference=reference_metrics, title="alignment vs diversity along training")
         mlflow.log_artifact(str(grid), "grids")
         mlflow.log_artifact(str(pareto), "plots")
-    return metrics
+    return metrics, ev.images.numpy()

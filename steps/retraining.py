@@ -1,7 +1,5 @@
 """Retraining steps: has the preference data changed, is it valid, and a new preference reward model."""
 
-from __future__ import annotations
-
 import json
 import tempfile
 from pathlib import Path
@@ -22,12 +20,11 @@ from drift.registry import EMBEDDINGS
 from drift.scoring.preference_head import fit_bradley_terry, heldout_accuracy, load_head, pair_features
 from mlops.pyfunc_model import PREFERENCE_HEAD_CODE
 from mlops.registry import register_version, version_by_alias
-from steps import TRACKER
 
 VERSION_TAG = "data.preferences_md5"
 
 
-@step(enable_cache=False, experiment_tracker=TRACKER)
+@step(enable_cache=False, experiment_tracker=True)
 def check_preferences(config: dict) -> Annotated[dict, "preference_check"]:
     """Compare the preference data with what the latest trained generator (alias challenger) used:
     comparing with the champion instead would retrain a rejected challenger on the same data at
@@ -66,48 +63,43 @@ def validate_preference_data(config: dict) -> Annotated[pd.DataFrame, "preferenc
     return pairs
 
 
-@step(enable_cache=False, experiment_tracker=TRACKER)
-def update_reward_model(config: dict, pairs: pd.DataFrame, preference_version: str) -> Annotated[dict, "reward_model"]:
+@step(enable_cache=False, experiment_tracker=True)
+def update_reward_model(config: dict, pairs: pd.DataFrame, preference_version: str) -> tuple[
+        Annotated[Path, "reward_head"], Annotated[dict, "reward_model"]]:
     """Fit a Bradley-Terry head, compare it with the current reward model (alias champion) on the
-    same held-out pairs, and register it if the gate accepts it. Returns the head the generator
-    should be trained with (the new one, or the champion's)."""
+    same held-out pairs, and register it if the gate accepts it. The head the generator is trained
+    with (the new one, or the champion's) leaves the step as a directory artifact."""
     cfg = parse_config(config)
     p = cfg.preferences
     embed = EMBEDDINGS.build(cfg.embedding.name, device=cfg.run.device, **cfg.embedding.args)
     data = pair_features(pairs, p.pairs.parent, embed, p.holdout_fraction)
     head = fit_bradley_terry(data.train_a, data.train_b, data.train_choices, p.epochs, p.lr, seed=cfg.run.seed)
     accuracy = heldout_accuracy(head, data)
-    out = Path(p.head_dir) / get_step_context().pipeline_run.name
-    head.save_pretrained(out)
+    new_head = Path(tempfile.mkdtemp(prefix="drift-reward-head-"))
+    head.save_pretrained(new_head)
 
     client = MlflowClient()
     champion = version_by_alias(client, p.reward_model_name, "champion")
-    champion_accuracy = None
+    champion_head, champion_accuracy = None, None
     if champion is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(f"models:/{p.reward_model_name}@champion", dst_path=tmp)
-            champion_accuracy = heldout_accuracy(load_head(Path(local) / "artifacts" / "head"), data)
+        download = Path(tempfile.mkdtemp(prefix="drift-reward-head-"))
+        local = mlflow.artifacts.download_artifacts(f"models:/{p.reward_model_name}@champion", dst_path=str(download))
+        champion_head = Path(local) / "artifacts" / "head"
+        champion_accuracy = heldout_accuracy(load_head(champion_head), data)
     accept, reason = reward_head_decision(accuracy, champion_accuracy)
     mlflow.log_metrics({"reward_model/heldout_accuracy": accuracy, "reward_model/train_pairs": len(data.train_choices),
                         "reward_model/heldout_pairs": len(data.held_choices)})
     version = None
     if accept:
-        tags = {"heldout_accuracy": accuracy, VERSION_TAG: preference_version, "head_dir": str(out),
-                "embedding": cfg.embedding.name}
-        version = register_version(client, p.reward_model_name, PREFERENCE_HEAD_CODE, {"head": str(out)}, tags,
+        tags = {"heldout_accuracy": accuracy, VERSION_TAG: preference_version, "embedding": cfg.embedding.name}
+        version = register_version(client, p.reward_model_name, PREFERENCE_HEAD_CODE, {"head": str(new_head)}, tags,
                                    artifact_path="reward_model")
         client.set_registered_model_alias(p.reward_model_name, "champion", version)
         reason = f"{p.reward_model_name} version {version} {reason}"
-    print(reason)
-    if not accept and champion is None:
+    elif champion_head is None:
         raise DriftError(f"no preference head to train the generator with: {reason}")
-    result = {"head_dir": str(out) if accept else champion.tags.get("head_dir"), "accuracy": accuracy,
-              "registered": accept, "version": version, "previous_accuracy": champion_accuracy, "reason": reason}
+    print(reason)
+    result = {"accuracy": accuracy, "registered": accept, "version": version,
+              "previous_accuracy": champion_accuracy, "reason": reason}
     log_metadata(metadata={"reward_model": result})
-    return result
-
-
-@step(enable_cache=False)
-def retraining_config(config: dict, reward_model: dict) -> Annotated[dict, "retraining_config"]:
-    """The generator's run config with the preference reward added to its reward terms."""
-    return parse_config(config).with_preference_reward(reward_model["head_dir"]).model_dump(mode="json")
+    return (new_head if accept else champion_head), result

@@ -1,8 +1,7 @@
 """Step 3: the base model's samples for the held-out prompts, with fixed seeds."""
 
-from __future__ import annotations
-
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import mlflow
 import numpy as np
@@ -10,16 +9,15 @@ import pandas as pd
 from zenml import step
 
 from drift.build import build_parts
-from drift.config import parse_config
 from drift.evaluation.protocol import evaluate_with_config
 from drift.plots import image_grid
-from steps import TRACKER
+from mlops.configuration import step_config
 
 
-@step(enable_cache=False, experiment_tracker=TRACKER)
-def sample_reference(config: dict, prompts: pd.DataFrame) -> tuple[
+@step(enable_cache=False, experiment_tracker=True)
+def sample_reference(config: dict, prompts: pd.DataFrame, reward_head: Optional[Path] = None) -> tuple[
         Annotated[dict, "reference_metrics"], Annotated[np.ndarray, "reference_images"]]:
-    cfg = parse_config(config)
+    cfg = step_config(config, reward_head)
     parts = build_parts(cfg, prompts=prompts)
     ev = evaluate_with_config(cfg, parts.model, parts.reward, parts.embed, parts.eval_prompts, progress=True)
     mlflow.log_metrics({f"reference/{k}": v for k, v in ev.metrics.items()})

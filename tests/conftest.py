@@ -69,15 +69,27 @@ def small_config(testbed, **overrides):
     })
 
 
+def make_zen_env(home: Path, mlflow_uri: str | None = None) -> dict:
+    """A ZenML home of its own with the project's stack registered in it. Commands run in
+    ``home/work``, outside any ZenML repository, so that neither the user's ZenML store nor the
+    repository's active stack (.zen) is touched."""
+    work = home / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(home / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("ZENML_REPOSITORY_PATH", None)
+    cmd = [sys.executable, "-m", "mlops.stack", "--state", str(home / "state")]
+    out = subprocess.run(cmd + (["--mlflow-uri", mlflow_uri] if mlflow_uri else []), cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    uri = subprocess.run(cmd + ["--uri"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert uri.returncode == 0, uri.stderr[-3000:]
+    return {"env": env, "tracking_uri": uri.stdout.strip().splitlines()[-1], "home": home, "cwd": work}
+
+
 @pytest.fixture(scope="session")
 def zen_env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("zenml_home")
-    env = {**os.environ, "ZENML_CONFIG_PATH": str(home), "ZENML_ANALYTICS_OPT_IN": "false",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{BIN}:{os.environ['PATH']}"}
-    out = subprocess.run([sys.executable, "-m", "mlops.stack", "--uri"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return {"env": env, "tracking_uri": out.stdout.strip().splitlines()[-1], "home": home}
+    return make_zen_env(tmp_path_factory.mktemp("zenml_home"))
 
 
 def run_pipeline(zen_env, cfg, tmp_path, name, pipeline="pipelines.training.drift_training_pipeline"):
@@ -86,7 +98,8 @@ def run_pipeline(zen_env, cfg, tmp_path, name, pipeline="pipelines.training.drif
     path.write_text(yaml.safe_dump({"enable_cache": False, "run_name": name,
                                     "parameters": {"config": cfg.model_dump(mode="json")}}))
     return subprocess.run([str(BIN / "zenml"), "pipeline", "run", pipeline,
-                           "-c", str(path)], cwd=ROOT, env=zen_env["env"], capture_output=True, text=True, timeout=900)
+                           "-c", str(path)], cwd=zen_env["cwd"], env=zen_env["env"], capture_output=True, text=True,
+                          timeout=900)
 
 
 def registry(zen_env):

@@ -82,3 +82,17 @@ def test_committed_configs_are_valid_zenml_run_configs_carrying_drift_configs(na
     assert (cfg.preferences is not None) == name.startswith("retrain")
     if name == "retrain":
         assert run.schedule is not None and run.schedule.cron_expression == "0 3 * * *"
+
+
+@pytest.mark.parametrize("name", ["sd15_pickscore", "sd35m_pickscore"])
+def test_real_model_configs_ask_for_gpus_only_where_needed(name):
+    from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
+
+    from tests.conftest import ROOT
+
+    run = PipelineRunConfiguration.model_validate(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()))
+    gpu_steps = {"sample_reference", "drift_finetune", "evaluate_model"}
+    assert set(run.steps) == gpu_steps  # validation and registration stay on CPU nodes
+    for step in gpu_steps:
+        assert run.steps[step].step_operator is True
+        assert run.steps[step].settings["resources"].gpu_count == 1

@@ -18,7 +18,7 @@ def retrain_config(testbed, prefs_dir, tag):
     return small_config(testbed, **{
         "train.iterations": 3, "eval.every": 3, "registry.model_name": f"gen-{tag}",
         "preferences": {"pairs": str(prefs_dir / "pairs.csv"), "reward_model_name": f"reward-{tag}",
-                        "head_dir": str(prefs_dir.parent / "heads"), "epochs": 100},
+                        "epochs": 100},
     })
 
 

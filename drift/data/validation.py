@@ -7,13 +7,13 @@ split. Every failed check is listed with a few offending rows.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from drift.errors import DriftError
+from drift.logs import quiet_great_expectations
 from drift.data.prompts import REQUIRED_COLUMNS, read_prompts
 
 EXAMPLES = 5
@@ -81,7 +81,7 @@ def _expectations(min_len: int, max_len: int, splits: list[str]):
 def _run_great_expectations(table: pd.DataFrame, expectations) -> list[CheckResult]:
     import great_expectations as gx
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    quiet_great_expectations()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
     batch = (context.data_sources.add_pandas("prompts").add_dataframe_asset("table")

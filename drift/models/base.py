@@ -57,7 +57,10 @@ class T2IModel:
             module.requires_grad_(False)
             module.eval()
         pipe.to(self.device)
-        denoiser.to(self.device, dtype=dtype)
+        # Only cast when needed: diffusers warns on a dtype cast of modules it keeps in float32.
+        denoiser.to(self.device)
+        if denoiser.dtype != dtype:
+            denoiser.to(dtype=dtype)
 
     def _frozen_modules(self) -> list[nn.Module]:
         names = ["vae", "text_encoder", "text_encoder_2", "text_encoder_3"]

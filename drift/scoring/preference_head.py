@@ -17,6 +17,7 @@ from torch import nn
 
 from drift.errors import ModelNotFoundError
 from drift.registry import EMBEDDINGS, REWARDS
+from drift.scoring.modules import load_module
 
 TARGETS = {"first": 1.0, "second": 0.0, "tie": 0.5}
 
@@ -68,7 +69,7 @@ def load_head(path: str | Path) -> PreferenceHead:
     if not (path / "config.json").is_file():
         raise ModelNotFoundError(f"preference head not found at {path} (looked for {path / 'config.json'}); "
                                  "train one with the retraining pipeline or set the reward's 'head' argument")
-    return PreferenceHead.from_pretrained(str(path)).eval()
+    return load_module(PreferenceHead, path)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from torch import nn
 
 from drift.errors import ModelNotFoundError
 from drift.registry import EMBEDDINGS, REWARDS
+from drift.scoring.modules import load_module
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 IMAGE_SIZE = 8
@@ -75,7 +76,7 @@ def load_classifier(checkpoint: str | Path, device="cpu") -> DigitClassifier:
             f"digit classifier not found at {path} (looked for {path / 'config.json'}); "
             "build the testbed with `dvc repro` (stage train_classifier) or set the reward's 'checkpoint' argument"
         )
-    return DigitClassifier.from_pretrained(str(path)).to(device).eval()
+    return load_module(DigitClassifier, path, device)
 
 
 @REWARDS.register("digit_margin")

@@ -9,6 +9,7 @@ written line by line, and hand back the trainer with its final weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -33,25 +34,46 @@ class TrainingRun:
     damaged_checkpoints: list[str] = field(default_factory=list)  # newer ones skipped, and why
 
 
-def truncate_metrics_log(path: Path, iteration: int) -> None:
-    """Keep only the lines up to ``iteration``: what a resumed run logs again is not logged twice."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["iteration"] <= iteration:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # a line cut by a kill, and everything after it
-    path.write_text("".join(f"{line}\n" for line in kept))
+def run_key(cfg: DriftConfig) -> str:
+    """A run's identity for resuming: its name and a digest of its configuration without the
+    iteration budget. Re-running a killed run's configuration finds its checkpoints; any other
+    change starts a new run directory."""
+    data = cfg.model_dump(mode="json")
+    data["train"].pop("iterations")
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{cfg.run.name}-{digest}"
+
+
+def read_metrics_log(path: Path) -> list[dict]:
+    """The logged records, up to the first line a kill cut short."""
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                int(record["iteration"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                break
+            records.append(record)
+    return records
+
+
+def truncate_metrics_log(path: Path, iteration: int) -> list[dict]:
+    """Keep only the records up to ``iteration`` (what a resumed run logs again is not logged
+    twice); returns them."""
+    kept = [r for r in read_metrics_log(path) if r["iteration"] <= iteration]
+    if path.is_file():
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
 
 
 def run_training(cfg: DriftConfig, run_dir: str | Path, parts: RunParts | None = None,
                  callback: MetricsCallback | None = None, resume: bool = True, allow_config_change: bool = False,
-                 progress: bool = True) -> TrainingRun:
+                 progress: bool = True, replay: bool = False) -> TrainingRun:
     """Train ``cfg`` in ``run_dir``; with ``resume``, continue from its newest intact checkpoint
-    (damaged newer ones are reported and skipped). Returns the trainer after the last iteration."""
+    (damaged newer ones are reported and skipped). With ``replay``, a resumed run first passes the
+    logged metrics up to its checkpoint to ``callback`` (a new tracking run then holds the whole
+    history). Returns the trainer after the last iteration."""
     run_dir = Path(run_dir)
     trainer = build_trainer(cfg, parts)
     ckpt_dir = run_dir / "checkpoints"
@@ -71,7 +93,11 @@ def run_training(cfg: DriftConfig, run_dir: str | Path, parts: RunParts | None =
         trainer.train(callback, checkpoint_dir=ckpt_dir, progress=progress)
         return run
     run_dir.mkdir(parents=True, exist_ok=True)
-    truncate_metrics_log(metrics_path, trainer.iteration)
+    # Records after the checkpoint (or all, when starting afresh) are logged again by this run.
+    history = truncate_metrics_log(metrics_path, trainer.iteration if run.resumed_from else -1)
+    if replay and callback is not None:
+        for record in history:
+            callback({k: v for k, v in record.items() if k != "iteration"}, record["iteration"])
     with metrics_path.open("a", buffering=1) as metrics_log:
 
         def record(metrics: dict[str, float], iteration: int) -> None:

@@ -24,7 +24,7 @@ from diffusers.training_utils import EMAModel, cast_training_params
 
 from drift.config import DriftConfig, config_differences
 from drift.errors import ConfigMismatchError, NonFiniteError
-from drift.evaluation.protocol import evaluate_with_config
+from drift.evaluation.protocol import Evaluation, evaluate_with_config
 from drift.method.advantages import drift_advantages
 from drift.method.grpo import clipped_policy_loss, mean_kl
 from drift.method.prompt_noise import noise_scale
@@ -95,6 +95,7 @@ class Trainer:
         self.eval_prompts = list(eval_prompts or [])
         self.iteration = 0
         self.trajectory: list[dict[str, float]] = []
+        self.last_evaluation: Evaluation | None = None  # images and metrics of the latest evaluation
         train = config.train
         torch.manual_seed(config.run.seed)
         if train.lora.enabled:
@@ -318,7 +319,8 @@ class Trainer:
             self.model.save_pretrained(directory)
 
     def record_evaluation(self) -> dict[str, float]:
-        metrics = self.evaluate().metrics
+        self.last_evaluation = self.evaluate()
+        metrics = self.last_evaluation.metrics
         self.trajectory.append({"iteration": self.iteration, **metrics})
         return metrics
 
