@@ -48,7 +48,7 @@ def build_parts(cfg: DriftConfig, model_source: str | None = None, prompts: pd.D
     table = read_prompts(cfg.data.prompts) if prompts is None else prompts
     device = check_device(cfg.run.device)
     model = load_model(model_source or cfg.model.source, cfg.model.family, device, DTYPES[cfg.model.dtype],
-                       cfg.model.revision)
+                       cfg.model.revision, **cfg.model.adapter_options())
     return RunParts(
         model=model,
         reward=WeightedReward.from_config(cfg.reward, device),

@@ -107,7 +107,8 @@ def cmd_sample(args) -> int:
     prompts = args.prompt or parts.eval_prompts[: cfg.eval.num_prompts]
     n = args.num or cfg.eval.samples_per_prompt
     ev = evaluate(parts.model, parts.reward, parts.embed, prompts, n, args.seed, cfg.sampling.num_steps,
-                  args.noise_level, cfg.sampling.guidance_scale, cfg.sampling.batch_size, progress=True)
+                  args.noise_level, cfg.sampling.guidance_scale, cfg.sampling.batch_size, progress=True,
+                  negative_prompt=cfg.sampling.negative_prompt)
     save_grid(ev.images, n, args.out, upscale=args.upscale)
     print(json.dumps(ev.metrics, indent=2))
     print(f"grid of {len(prompts)} prompts x {n} samples (one row per prompt) written to {args.out}")

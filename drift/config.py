@@ -47,6 +47,19 @@ class ModelSection(_Section):
     """Hub revision (branch, tag or commit) to load; None for the default branch."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Dtype of the frozen weights; trained weights and all step math stay in float32."""
+    height: int | None = Field(None, ge=8, le=8192, multiple_of=8)
+    """Image height in pixels; None uses the pipeline's default (1024 for FLUX.1-dev and SD 3.5, 512
+    for SD 1.5). FLUX needs a multiple of 16, and its scheduler shift follows the resolution."""
+    width: int | None = Field(None, ge=8, le=8192, multiple_of=8)
+    """Image width in pixels; None uses the pipeline's default (see height)."""
+    guidance: float | None = Field(None, ge=0.0, le=100.0)
+    """Guidance value fed to guidance-distilled denoisers as an input (FLUX.1-dev's guidance
+    embedding), not classifier-free guidance (that is sampling.guidance_scale); None uses
+    FluxPipeline's default 3.5. Ignored by denoisers without a guidance input."""
+
+    def adapter_options(self) -> dict[str, Any]:
+        """The keyword options of ``drift.models.load_model`` this section sets."""
+        return {"height": self.height, "width": self.width, "guidance": self.guidance}
 
 
 class DataSection(_Section):
@@ -77,7 +90,12 @@ class SamplingSection(_Section):
     noise_level: float = Field(0.7, ge=0.0, le=10.0)
     """SDE noise level a of the Flow-GRPO step (std = a sqrt(sigma / (1 - sigma))), or DDIM's eta."""
     guidance_scale: float = Field(1.0, ge=1.0)
-    """Classifier-free guidance weight w: out = out_uncond + w (out_cond - out_uncond); 1 disables it."""
+    """Classifier-free guidance weight w: out = out_neg + w (out_cond - out_neg), where out_neg is
+    conditioned on negative_prompt (FluxPipeline's true CFG); 1 disables it. Guidance-distilled
+    models (FLUX.1-dev) are sampled without it, with model.guidance as their guidance input."""
+    negative_prompt: str = Field("", max_length=1000)
+    """Prompt of the negative branch of classifier-free guidance ('' the empty prompt); used only
+    when guidance_scale > 1."""
     group_size: int = Field(16, ge=2)
     """G, samples per prompt in a GRPO group (each with its own seed)."""
     prompts_per_iteration: int = Field(10, ge=1)

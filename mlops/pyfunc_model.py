@@ -33,8 +33,10 @@ class DriftImageGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from drift.models import load_model
 
-        self.model = load_model(context.artifacts["pipeline"])
+        # The sampling artifact: num_steps, noise_level, guidance_scale, and optionally negative_prompt
+        # and model_options (load_model's keyword options, e.g. FLUX's height, width and guidance).
         self.sampling = json.loads(Path(context.artifacts["sampling"]).read_text())
+        self.model = load_model(context.artifacts["pipeline"], **self.sampling.get("model_options", {}))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from drift.plots import to_pil
@@ -43,7 +45,8 @@ class DriftImageGenerator(mlflow.pyfunc.PythonModel):
         prompts = model_input["prompt"].astype(str).tolist()
         seeds = model_input["seed"].astype("int64").tolist() if "seed" in model_input else list(range(len(prompts)))
         s = self.sampling
-        ro = rollout(self.model, prompts, 1, torch.tensor(seeds), s["num_steps"], s["noise_level"], s["guidance_scale"])
+        ro = rollout(self.model, prompts, 1, torch.tensor(seeds), s["num_steps"], s["noise_level"], s["guidance_scale"],
+                     negative_prompt=s.get("negative_prompt", ""))
         encoded = []
         for img in ro.images:
             buf = io.BytesIO()

@@ -34,6 +34,13 @@ def tiny_sd3_dir(tmp_path_factory):
     return build_tiny_sd3(tmp_path_factory.mktemp("sd3"))
 
 
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tmp_path_factory):
+    from drift.models.tiny import build_tiny_flux
+
+    return build_tiny_flux(tmp_path_factory.mktemp("flux"))
+
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

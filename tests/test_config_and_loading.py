@@ -23,6 +23,8 @@ def test_minimal_config_gets_defaults():
     ({"drift": {"prompt_noise": {"tau1": 0.9, "tau2": 0.5}}}, "drift.prompt_noise"),
     ({"train": {"learning_rate": 1e-4}}, "train.learning_rate"),
     ({"drift": {"shaping": {"weight": -0.5}}}, "drift.shaping.weight"),
+    ({"model": {"source": "m", "height": 500}}, "model.height"),
+    ({"model": {"source": "m", "guidance": -1.0}}, "model.guidance"),
 ])
 def test_errors_name_the_bad_field(patch, field):
     with pytest.raises(ConfigError) as err:
@@ -69,7 +71,8 @@ def test_unsupported_denoiser_is_named(tiny_sd3_dir):
         load_model(str(tiny_sd3_dir), family="eps")
 
 
-@pytest.mark.parametrize("name", ["digits", "retrain_local", "retrain", "sd15_pickscore", "sd35m_pickscore"])
+@pytest.mark.parametrize("name", ["digits", "retrain_local", "retrain", "sd15_pickscore", "sd35m_pickscore",
+                                  "flux_dev_pickscore"])
 def test_committed_configs_are_valid_zenml_run_configs_carrying_drift_configs(name):
     from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
 

@@ -1,4 +1,4 @@
-"""GRPO and DRIFT runs on tiny random-weight pipelines of both families, on CPU."""
+"""GRPO and DRIFT runs on tiny random-weight pipelines of each family (SD 1.5, SD 3, FLUX.1), on CPU."""
 
 import pytest
 import torch
@@ -22,7 +22,7 @@ DRIFT_ON = {
 def make_config(source, lora=False, drift=None, **train):
     return parse_config({
         "run": {"seed": 3},
-        "model": {"source": str(source)},
+        "model": {"source": str(source), "height": 16, "width": 16},  # every tiny pipeline draws 16 x 16 images
         "data": {"prompts": "unused.csv"},
         "sampling": {"num_steps": 4, "noise_level": 0.7, "group_size": 4, "prompts_per_iteration": 2,
                      "guidance_scale": 2.0},
@@ -36,14 +36,14 @@ def make_config(source, lora=False, drift=None, **train):
 
 def make_trainer(source, **kw):
     cfg = make_config(source, **kw)
-    model = load_model(cfg.model.source)
+    model = load_model(cfg.model.source, **cfg.model.adapter_options())
     reward = WeightedReward.from_config(cfg.reward)
     return Trainer(cfg, model, reward, pixels(), PROMPTS, PROMPTS[:2])
 
 
-@pytest.fixture(params=["sd15", "sd3"])
-def source(request, tiny_sd15_dir, tiny_sd3_dir):
-    return {"sd15": tiny_sd15_dir, "sd3": tiny_sd3_dir}[request.param]
+@pytest.fixture(params=["sd15", "sd3", "flux"])
+def source(request, tiny_sd15_dir, tiny_sd3_dir, tiny_flux_dir):
+    return {"sd15": tiny_sd15_dir, "sd3": tiny_sd3_dir, "flux": tiny_flux_dir}[request.param]
 
 
 @pytest.mark.parametrize("lora", [False, True])

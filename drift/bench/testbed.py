@@ -54,7 +54,7 @@ def generation_time(cfg: DriftConfig, parts, prompts: int = 10, per_prompt: int 
     for _ in range(repeats):
         start = time.perf_counter()
         ro = rollout(parts.model, chosen, per_prompt, eval_seeds(0, prompts * per_prompt), s.num_steps, s.noise_level,
-                     s.guidance_scale, batch_size=s.batch_size)
+                     s.guidance_scale, batch_size=s.batch_size, negative_prompt=s.negative_prompt)
         parts.reward(ro.images, ro.prompts)
         times.append(time.perf_counter() - start)
     return min(times)

@@ -27,12 +27,12 @@ def eval_seeds(seed: int, count: int) -> torch.Tensor:
 
 def evaluate(model: T2IModel, reward, embed, prompts: list[str], samples_per_prompt: int, seed: int,
              num_steps: int, noise_level: float = 0.0, guidance_scale: float = 1.0, batch_size: int = 256,
-             progress: bool = False) -> Evaluation:
+             progress: bool = False, negative_prompt: str = "") -> Evaluation:
     """alignment = mean reward; diversity = per-prompt mean pairwise cosine distance of the
     embeddings, and the Vendi score, each averaged over prompts."""
     n = len(prompts) * samples_per_prompt
     ro = rollout(model, prompts, samples_per_prompt, eval_seeds(seed, n), num_steps, noise_level,
-                 guidance_scale, batch_size=batch_size, progress=progress)
+                 guidance_scale, batch_size=batch_size, progress=progress, negative_prompt=negative_prompt)
     rewards, parts = reward(ro.images, ro.prompts)
     features = embed(ro.images).cpu()
     metrics = {"alignment": float(rewards.mean()), **diversity_report(features, ro.group_ids)}
@@ -47,4 +47,4 @@ def evaluate_with_config(cfg, model: T2IModel, reward, embed, eval_prompts: list
     final model are all measured this way, so their numbers compare."""
     e, s = cfg.eval, cfg.sampling
     return evaluate(model, reward, embed, eval_prompts[: e.num_prompts], e.samples_per_prompt, e.seed, s.num_steps,
-                    cfg.eval_noise_level, s.guidance_scale, s.batch_size, progress)
+                    cfg.eval_noise_level, s.guidance_scale, s.batch_size, progress, s.negative_prompt)

@@ -1,7 +1,8 @@
 """The adapter every model family implements: encode prompts, denoise, decode.
 
 The trainer and the rollout only talk to this interface; one subclass per denoiser family
-(``unet.py``, ``sd3.py``) fills in prompt encoding and the denoiser call.
+(``unet.py``, ``sd3.py``, ``flux.py``) fills in prompt encoding and the denoiser call, and one
+line in ``drift.models.loading.ADAPTERS`` registers it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from drift.errors import ConfigError
 from drift.sampling.schedules import DDIMSchedule, FlowSchedule
 
 
@@ -39,20 +41,49 @@ class T2IModel:
     """A text-to-image model: a trainable ``denoiser`` plus frozen text encoders and VAE.
 
     ``family`` is 'flow' (velocity prediction, rectified flow) or 'eps' (noise prediction, DDIM).
-    Images are returned as float32 tensors in [0, 1], shape (B, C, H, W).
+    Images are returned as float32 tensors in [0, 1], shape (B, C, H, W). ``height`` / ``width``
+    are the image size in pixels (None: the pipeline's default); ``guidance`` is the guidance
+    input of guidance-distilled denoisers (not classifier-free guidance), ignored by the others.
+
+    A new family is one file with a subclass and one line in ``drift.models.loading.ADAPTERS``.
+    The subclass provides:
+
+    * ``denoiser_class`` and ``denoiser_attr``: the diffusers denoiser class that identifies the
+      family and the pipeline attribute that holds it; ``families``: the sampler families it
+      supports; ``description``: a few words for error messages;
+    * ``encode(prompts) -> Conditioning``: the text conditioning in float32, batch first. Prompt
+      noise perturbs every tensor of a ``Conditioning``: inputs that are not prompt content
+      (position ids, masks) stay out of it and are built in ``forward``;
+    * ``forward(latents, model_time, cond)``: the raw denoiser output for latents of
+      ``latent_shape`` at the schedule's ``model_time``, in the denoiser's dtype.
+
+    and overrides, where the pipeline differs from the defaults below: ``latent_shape`` (C, H / f,
+    W / f), ``schedule`` (the scheduler's own discretisation), ``decode`` (VAE with scaling and
+    shift factors), ``default_resolution`` and ``resolution_multiple``.
     """
 
     family: str
+    denoiser_class: type[nn.Module]
+    denoiser_attr: str
+    families: tuple[str, ...] = ("flow", "eps")
+    description: str = ""
 
     def __init__(self, pipe, denoiser: nn.Module, family: str, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, height: int | None = None, width: int | None = None,
+                 guidance: float | None = None):
         self.pipe = pipe
         self.denoiser = denoiser
         self.vae = getattr(pipe, "vae", None)
         self.family = family
         self.device = torch.device(device)
         self.dtype = dtype
+        self.guidance = guidance
         self.scheduler_config = pipe.scheduler.config
+        default_height, default_width = self.default_resolution()
+        self.height, self.width = height or default_height, width or default_width
+        if self.height % self.resolution_multiple or self.width % self.resolution_multiple:
+            raise ConfigError(f"image size {self.height} x {self.width} is not a multiple of {self.resolution_multiple} "
+                              f"pixels, which {type(self).__name__} needs: set model.height and model.width")
         for module in self._frozen_modules():
             module.requires_grad_(False)
             module.eval()
@@ -74,14 +105,29 @@ class T2IModel:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------------
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell: 2^(VAE blocks - 1), or 1 for pixel-space models."""
+        return 1 if self.vae is None else 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def resolution_multiple(self) -> int:
+        """Image sizes must be multiples of this many pixels."""
+        return self.vae_scale_factor
+
+    def default_resolution(self) -> tuple[int, int]:
+        """The pipelines' default size: the denoiser's sample_size latent cells."""
+        size = self.denoiser.config.sample_size * self.vae_scale_factor
+        return size, size
+
     def schedule(self, num_steps: int):
         cls = FlowSchedule if self.family == "flow" else DDIMSchedule
         return cls(self.scheduler_config, num_steps)
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        cfg = self.denoiser.config
-        return (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    def latent_shape(self) -> tuple[int, ...]:
+        f = self.vae_scale_factor
+        return (self.denoiser.config.in_channels, self.height // f, self.width // f)
 
     def predict(self, latents, model_time, cond: Conditioning, uncond: Conditioning | None = None,
                 guidance_scale: float = 1.0) -> torch.Tensor:
@@ -117,10 +163,9 @@ class T2IModel:
             denoiser = copy.deepcopy(denoiser)
             denoiser.fuse_lora()
             denoiser.unload_lora()
-        name = "transformer" if getattr(self.pipe, "transformer", None) is not None else "unet"
-        original = getattr(self.pipe, name)
-        self.pipe.register_modules(**{name: denoiser})
+        original = getattr(self.pipe, self.denoiser_attr)
+        self.pipe.register_modules(**{self.denoiser_attr: denoiser})
         try:
             self.pipe.save_pretrained(directory)
         finally:
-            self.pipe.register_modules(**{name: original})
+            self.pipe.register_modules(**{self.denoiser_attr: original})

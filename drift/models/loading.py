@@ -6,24 +6,39 @@ import os
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, UNet2DConditionModel
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 
 from drift.errors import ModelNotFoundError, UnsupportedModelError
 from drift.models.base import T2IModel
+from drift.models.flux import FluxModel
 from drift.models.sd3 import SD3Model
 from drift.models.unet import UNetModel
+
+# The model families; a new one is its adapter file and one entry here.
+ADAPTERS: tuple[type[T2IModel], ...] = (UNetModel, SD3Model, FluxModel)
+
+FAMILY_KINDS = {"flow": "rectified-flow", "eps": "noise-prediction"}
+
+# Hub models that download only for an account that accepted their licence on the model page.
+GATED = ("black-forest-labs/FLUX.1-dev", "stabilityai/stable-diffusion-3.5-medium",
+         "stabilityai/stable-diffusion-3.5-large")
 
 
 def _missing_model_message(source: str, reason: Exception) -> str:
     where = "a local directory" if Path(source).is_absolute() or source.startswith(".") else "a hub id"
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    gated = (
+        f" {source} is gated: accept its licence on https://huggingface.co/{source} with your Hugging Face "
+        "account, and download with a token of that account (`hf auth login`, or HF_TOKEN in the environment)."
+        if source in GATED else ""
+    )
     return (
         f"model '{source}' could not be opened (read as {where}). Looked for a local directory "
         f"of that name with a model_index.json, then for a copy in the Hugging Face cache "
         f"({os.environ.get('HF_HOME', '~/.cache/huggingface')})"
         + (", hub downloads are off (HF_HUB_OFFLINE=1)" if offline else "")
         + ". To provide it: download it where there is network (`hf download "
-        f"{source}`), then set model.source to that directory or point HF_HOME at that cache. "
+        f"{source}`), then set model.source to that directory or point HF_HOME at that cache.{gated} "
         f"Cause: {type(reason).__name__}: {str(reason).splitlines()[0] if str(reason) else ''}"
     )
 
@@ -39,27 +54,31 @@ def load_pipeline(source: str, revision: str | None = None, dtype: torch.dtype =
         raise ModelNotFoundError(_missing_model_message(source, err)) from err
 
 
-def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32) -> T2IModel:
-    """The adapter for a loaded pipeline; ``family`` 'auto' follows the scheduler class."""
-    is_flow = isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler)
+def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32, *,
+                  height: int | None = None, width: int | None = None, guidance: float | None = None) -> T2IModel:
+    """The adapter for a loaded pipeline; ``family`` 'auto' follows the scheduler class. ``height``,
+    ``width`` (pixels) and ``guidance`` (the input of guidance-distilled denoisers) are documented
+    on ``T2IModel``."""
     if family == "auto":
-        family = "flow" if is_flow else "eps"
-    transformer = getattr(pipe, "transformer", None)
-    unet = getattr(pipe, "unet", None)
-    if isinstance(transformer, SD3Transformer2DModel):
-        if family != "flow":
-            raise UnsupportedModelError("SD3Transformer2DModel pipelines are rectified-flow models: use family 'flow'")
-        return SD3Model(pipe, transformer, family, device, dtype)
-    if isinstance(unet, UNet2DConditionModel):
-        return UNetModel(pipe, unet, family, device, dtype)
-    denoiser = type(transformer if transformer is not None else unet).__name__
-    raise UnsupportedModelError(
-        f"pipeline {type(pipe).__name__} with denoiser {denoiser} is not supported: the adapters cover "
-        "UNet2DConditionModel (SD 1.5 class, or flow-matching UNets) and SD3Transformer2DModel (SD 3 class)"
-    )
+        family = "flow" if isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) else "eps"
+    for adapter in ADAPTERS:
+        denoiser = getattr(pipe, adapter.denoiser_attr, None)
+        if isinstance(denoiser, adapter.denoiser_class):
+            if family not in adapter.families:
+                kinds = " or ".join(FAMILY_KINDS[f] for f in adapter.families)
+                raise UnsupportedModelError(f"{adapter.denoiser_class.__name__} pipelines are {kinds} models: use "
+                                            f"family {' or '.join(repr(f) for f in adapter.families)}")
+            return adapter(pipe, denoiser, family, device, dtype, height=height, width=width, guidance=guidance)
+    found = next((getattr(pipe, a) for a in ("transformer", "unet") if getattr(pipe, a, None) is not None), None)
+    covered = ", ".join(f"{a.denoiser_class.__name__} ({a.description})" for a in ADAPTERS)
+    raise UnsupportedModelError(f"pipeline {type(pipe).__name__} with denoiser {type(found).__name__} is not "
+                                f"supported: the adapters cover {covered}")
 
 
 def load_model(source: str, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32,
-               revision: str | None = None) -> T2IModel:
-    """Load a text-to-image model from a hub id or a local directory, ready for rollouts."""
-    return wrap_pipeline(load_pipeline(source, revision, dtype), family, device, dtype)
+               revision: str | None = None, *, height: int | None = None, width: int | None = None,
+               guidance: float | None = None) -> T2IModel:
+    """Load a text-to-image model from a hub id or a local directory, ready for rollouts (the
+    keyword options as in ``wrap_pipeline``)."""
+    return wrap_pipeline(load_pipeline(source, revision, dtype), family, device, dtype, height=height, width=width,
+                         guidance=guidance)

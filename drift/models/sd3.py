@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import torch
+from diffusers import SD3Transformer2DModel
 
 from drift.models.base import Conditioning, T2IModel
 
 
 class SD3Model(T2IModel):
+    denoiser_class, denoiser_attr = SD3Transformer2DModel, "transformer"
+    families = ("flow",)
+    description = "SD 3 class"
+
     def encode(self, prompts: list[str]) -> Conditioning:
         with torch.no_grad():
             embeds, _, pooled, _ = self.pipe.encode_prompt(

@@ -7,11 +7,15 @@ flow matching ('flow'); any other scheduler is treated as epsilon prediction and
 from __future__ import annotations
 
 import torch
+from diffusers import UNet2DConditionModel
 
 from drift.models.base import Conditioning, T2IModel
 
 
 class UNetModel(T2IModel):
+    denoiser_class, denoiser_attr = UNet2DConditionModel, "unet"
+    description = "SD 1.5 class, or flow-matching UNets"
+
     def encode(self, prompts: list[str]) -> Conditioning:
         with torch.no_grad():
             embeds, _ = self.pipe.encode_prompt(list(prompts), self.device, 1, False)

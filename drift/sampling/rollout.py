@@ -34,13 +34,13 @@ class Rollout:
     prompts: list[str]  # (B,) the prompt of each sample
     group_ids: torch.Tensor  # (B,) which prompt group each sample belongs to
     seeds: torch.Tensor  # (B,) per-sample seed
-    latents: torch.Tensor  # (B, T + 1, C, H, W): x_0 (noise) .. x_T (final)
+    latents: torch.Tensor  # (B, T + 1, *model.latent_shape): x_0 (noise) .. x_T (final)
     log_probs: torch.Tensor  # (B, T) log-probability of each transition under the sampling policy
     cond: Conditioning  # (B, ...) clean prompt conditioning
-    uncond: Conditioning | None  # (B, ...) empty-prompt conditioning when guidance > 1
+    uncond: Conditioning | None  # (B, ...) negative-prompt conditioning when guidance > 1
     prompt_noise: PromptNoise | None
     images: torch.Tensor  # (B, C, H, W) in [0, 1]
-    x0_preds: torch.Tensor | None  # (B, T, C, H, W) predicted clean latents per step, if kept
+    x0_preds: torch.Tensor | None  # (B, T, *model.latent_shape) predicted clean latents per step, if kept
 
     @property
     def num_steps(self) -> int:
@@ -88,18 +88,20 @@ def expand_groups(prompts: list[str], group_size: int) -> tuple[list[str], torch
 @torch.no_grad()
 def rollout(model: T2IModel, prompts: list[str], group_size: int, seeds: torch.Tensor, num_steps: int,
             noise_level: float, guidance_scale: float = 1.0, prompt_noise: PromptNoise | None = None,
-            keep_x0: bool = False, batch_size: int = 256, progress: bool = False) -> Rollout:
-    """Sample ``group_size`` images for each prompt (B = P * G, ``seeds`` of shape (B,))."""
+            keep_x0: bool = False, batch_size: int = 256, progress: bool = False,
+            negative_prompt: str = "") -> Rollout:
+    """Sample ``group_size`` images for each prompt (B = P * G, ``seeds`` of shape (B,)); with
+    guidance_scale > 1 the guidance's negative branch is conditioned on ``negative_prompt``."""
     sample_prompts, group_ids = expand_groups(prompts, group_size)
     return rollout_samples(model, sample_prompts, group_ids, seeds, num_steps, noise_level, guidance_scale,
-                           prompt_noise, keep_x0, batch_size, progress)
+                           prompt_noise, keep_x0, batch_size, progress, negative_prompt)
 
 
 @torch.no_grad()
 def rollout_samples(model: T2IModel, sample_prompts: list[str], group_ids: torch.Tensor, seeds: torch.Tensor,
                     num_steps: int, noise_level: float, guidance_scale: float = 1.0,
                     prompt_noise: PromptNoise | None = None, keep_x0: bool = False, batch_size: int = 256,
-                    progress: bool = False) -> Rollout:
+                    progress: bool = False, negative_prompt: str = "") -> Rollout:
     """Sample one image per (prompt, group id, seed): any subset of a batch's samples, e.g. one
     process's shard, gives exactly the samples the whole batch would."""
     seeds = torch.as_tensor(seeds, dtype=torch.long)
@@ -108,7 +110,7 @@ def rollout_samples(model: T2IModel, sample_prompts: list[str], group_ids: torch
     schedule = model.schedule(num_steps)
     unique = sorted(set(sample_prompts))
     cond = model.encode(unique)[torch.tensor([unique.index(p) for p in sample_prompts], device=model.device)]
-    uncond = model.encode([""] * len(sample_prompts)) if guidance_scale > 1 else None
+    uncond = model.encode([negative_prompt] * len(sample_prompts)) if guidance_scale > 1 else None
     parts = []
     for idx in _chunks(len(sample_prompts), batch_size):
         gens = _generators(seeds[idx], offset=0)

@@ -20,11 +20,16 @@ from drift.sampling.transitions import (
 
 
 class FlowSchedule:
-    """Rectified flow on the sigmas of a ``FlowMatchEulerDiscreteScheduler`` (sigma 1 -> 0)."""
+    """Rectified flow on the sigmas of a ``FlowMatchEulerDiscreteScheduler`` (sigma 1 -> 0).
 
-    def __init__(self, scheduler_config, num_steps: int):
+    ``sigmas`` and ``mu`` go to the scheduler's ``set_timesteps`` as a pipeline passes them: the
+    unshifted sigmas a pipeline chooses (None: the scheduler's own spacing) and, for schedulers with
+    ``use_dynamic_shifting``, the resolution-dependent shift mu (sigma' = e^mu / (e^mu + 1 / sigma - 1)).
+    """
+
+    def __init__(self, scheduler_config, num_steps: int, sigmas: list[float] | None = None, mu: float | None = None):
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
-        scheduler.set_timesteps(num_steps)
+        scheduler.set_timesteps(num_steps, sigmas=sigmas, mu=mu)
         self.num_steps = num_steps
         self.sigmas = scheduler.sigmas.to(torch.float32)
         self.timesteps = scheduler.timesteps.to(torch.float32)

@@ -179,7 +179,7 @@ class Trainer:
         keep_x0 = self.cfg.drift.shaping.enabled and self.cfg.drift.shaping.mode == "dense"
         ro = rollout_samples(self.model, [sample_prompts[i] for i in mine], group_ids[mine], seeds[mine], s.num_steps,
                              s.noise_level, s.guidance_scale, self.prompt_noise(), keep_x0=keep_x0,
-                             batch_size=s.batch_size)
+                             batch_size=s.batch_size, negative_prompt=s.negative_prompt)
         return ro, mine
 
     def score_rollout(self, ro: Rollout) -> ScoredBatch:

@@ -1,0 +1,96 @@
+"""FluxTransformer2DModel pipelines (FLUX.1 class): rectified flow on packed latents, T5 + CLIP text.
+
+Everything FLUX does differently is done as diffusers' ``FluxPipeline`` does it, with the
+pipeline's own helpers where it has them:
+
+* latents are packed 2 x 2 patches, (B, (H/2)(W/2), 4C) for a (B, C, H, W) VAE latent, with image
+  position ids (0, row, column) per patch and all-zero text position ids;
+* the conditioning is T5 token embeddings plus the CLIP pooled vector (both perturbed by prompt
+  noise; the position ids are rebuilt in ``forward`` and never are);
+* the transformer takes time as timestep / 1000, and guidance-distilled models (FLUX.1-dev) a
+  guidance value as an input instead of classifier-free guidance;
+* the sigmas are linspace(1, 1/T, T), shifted by mu = calculate_shift(image sequence length).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import FluxPipeline, FluxTransformer2DModel
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+from drift.models.base import Conditioning, T2IModel
+from drift.sampling.schedules import FlowSchedule
+
+# FluxPipeline's defaults: the guidance value of guidance-distilled models, the T5 sequence length.
+DEFAULT_GUIDANCE = 3.5
+MAX_SEQUENCE_LENGTH = 512
+
+
+class FluxModel(T2IModel):
+    denoiser_class, denoiser_attr = FluxTransformer2DModel, "transformer"
+    families = ("flow",)
+    description = "FLUX.1 class"
+
+    @property
+    def resolution_multiple(self) -> int:
+        # one packed patch covers 2 x 2 latent cells
+        return 2 * self.vae_scale_factor
+
+    def default_resolution(self) -> tuple[int, int]:
+        size = self.pipe.default_sample_size * self.vae_scale_factor
+        return size, size
+
+    @property
+    def latent_grid(self) -> tuple[int, int]:
+        """(H, W) of the unpacked VAE latent."""
+        return self.height // self.vae_scale_factor, self.width // self.vae_scale_factor
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """Packed latents: ((H/2)(W/2) patches, 4C channels = the transformer's in_channels)."""
+        h, w = self.latent_grid
+        return (h // 2) * (w // 2), self.denoiser.config.in_channels
+
+    @property
+    def max_sequence_length(self) -> int:
+        """T5 tokens: the pipeline's 512, or fewer if the tokenizer is shorter."""
+        return min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)
+
+    def schedule(self, num_steps: int) -> FlowSchedule:
+        """The pipeline's schedule: sigmas linspace(1, 1/T, T), shifted with
+        mu = base_shift + (seq_len - base_seq_len) (max_shift - base_shift) / (max_seq_len - base_seq_len)."""
+        cfg = self.scheduler_config
+        mu = calculate_shift(self.latent_shape[0], cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+        return FlowSchedule(cfg, num_steps, sigmas=np.linspace(1.0, 1 / num_steps, num_steps).tolist(), mu=mu)
+
+    def encode(self, prompts: list[str]) -> Conditioning:
+        with torch.no_grad():
+            embeds, pooled, _ = self.pipe.encode_prompt(list(prompts), device=self.device,
+                                                        max_sequence_length=self.max_sequence_length)
+        return Conditioning(embeds=embeds.to(torch.float32), pooled=pooled.to(torch.float32))
+
+    def forward(self, latents, model_time, cond: Conditioning) -> torch.Tensor:
+        h, w = self.latent_grid
+        img_ids = FluxPipeline._prepare_latent_image_ids(latents.shape[0], h // 2, w // 2, self.device, self.dtype)
+        txt_ids = torch.zeros(cond.embeds.shape[1], 3, device=self.device, dtype=self.dtype)
+        guidance = None
+        if self.denoiser.config.guidance_embeds:
+            value = DEFAULT_GUIDANCE if self.guidance is None else self.guidance
+            guidance = torch.full((latents.shape[0],), value, device=self.device, dtype=torch.float32)
+        return self.denoiser(
+            hidden_states=latents.to(self.dtype),
+            timestep=model_time.to(self.dtype) / 1000,  # the pipeline's time input; the transformer scales it back
+            guidance=guidance,
+            pooled_projections=cond.pooled.to(self.dtype),
+            encoder_hidden_states=cond.embeds.to(self.dtype),
+            txt_ids=txt_ids,
+            img_ids=img_ids,
+            return_dict=False,
+        )[0]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unpack the 2 x 2 patches, then decode with the VAE's scaling and shift factors."""
+        return super().decode(FluxPipeline._unpack_latents(latents, self.height, self.width, self.vae_scale_factor))
