@@ -200,9 +200,10 @@ def cmd_bench_pareto(args, tracker=None) -> int:
     return 0
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser and its subcommand parsers by name ('train', 'bench pareto', ...), so that the
-    console script (mlops.cli) can add the commands that track to MLflow."""
+    console script (mlops.cli) can add the commands that track to MLflow. Each of ``extra`` is
+    called as ``add(subparsers, with_config)`` to add commands the library does not hold."""
     commands: dict[str, argparse.ArgumentParser] = {}
     parser = argparse.ArgumentParser(prog="drift", description="DRIFT: diversity-preserving RL fine-tuning of "
                                      "text-to-image diffusion and flow models.")
@@ -303,6 +304,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--prompts", default="data/prompts.csv")
     p.add_argument("--out", default="data/testbed/base_model")
     p.set_defaults(handler=cmd_testbed_pretrain)
+    for add in extra:
+        add(sub, with_config)
     return parser, commands
 
 
