@@ -311,8 +311,11 @@ def _stage(pairs: list[_Pair], existing: pd.DataFrame, root: Path, staging: Path
                                    f"data's images are {shape[0][0]}x{shape[0][1]} {shape[1]}")
                 rel = f"images/{batch}/{hashlib.sha1(src.read_bytes()).hexdigest()[:16]}.png"
                 if not (staging / rel).exists():
-                    with Image.open(src) as im:
-                        im.save(staging / rel, format="PNG")
+                    try:
+                        with Image.open(src) as im:
+                            im.save(staging / rel, format="PNG")
+                    except (OSError, ValueError) as err:
+                        raise _Refused(f"image {src.name} cannot be stored as PNG ({err})") from None
                 names.append(rel)
             if pair.row["pair_id"] in ids:
                 raise _Refused(f"pair id {pair.row['pair_id']} is already in {PAIRS_FILE} (imported before?)")

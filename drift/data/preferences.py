@@ -71,8 +71,8 @@ def preferences_lock(out_dir: str | Path) -> Iterator[Path]:
 
 
 def ordered_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """The required columns first, then the optional ones present, then any others."""
-    known = COLUMNS + [c for c in OPTIONAL_COLUMNS if c in table.columns]
+    """The format's columns first (those present), then any others."""
+    known = [c for c in COLUMNS + OPTIONAL_COLUMNS if c in table.columns]
     return table[known + [c for c in table.columns if c not in known]]
 
 

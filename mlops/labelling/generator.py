@@ -33,6 +33,7 @@ class Generator:
                            self.guidance_scale).images
 
     def describe(self) -> str:
+        """'name version N' for a registered model, the directory for a local one."""
         return f"{self.name} version {self.version}" if self.version else self.name
 
 

@@ -48,12 +48,14 @@ class Pending:
 
 
 def _png_data_url(image) -> str:
+    """A PIL image inlined in the JSON reply, so that a pair is one request."""
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def check_rater(name) -> str:
+    """The rater's name as recorded in the annotator column, or a LabelError saying what is wrong."""
     name = str(name or "").strip()
     if not name:
         raise LabelError("enter your name before choosing: it is recorded with every choice")
@@ -121,6 +123,7 @@ class LabelSession:
         return {"total": len(table), "mine": mine}
 
     def describe(self) -> dict:
+        """What the page's footer shows: the model, the prompt count, where choices go."""
         return {"model": self.generator.describe(), "prompts": len(self.prompts),
                 "data": str(self.out / PAIRS_FILE)}
 
