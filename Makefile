@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup stack demo test preferences retrain mlflow-ui clean-state
+.PHONY: setup stack demo test preferences label retrain mlflow-ui clean-state
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ preferences: setup
 	dvc repro
 	drift preferences add -c configs/retrain_local.yaml --seed $(or $(SEED),1)
 	dvc add data/preferences
+
+# Raters' choices by hand: the labelling page on http://127.0.0.1:8750, pairs drawn by the
+# registered champion; Ctrl-C stops it and runs `dvc add data/preferences`. Options: ARGS="--version 3"
+label: stack
+	drift label -c configs/retrain_local.yaml $(ARGS)
 
 # Retrain if the preference data changed (the local stack has no scheduler: run this from cron)
 retrain: stack

@@ -146,6 +146,27 @@ def cmd_preferences_add(args) -> int:
     return 0
 
 
+def cmd_preferences_import(args) -> int:
+    from drift.config import PreferenceSection
+    from drift.data.preference_import import import_preferences
+
+    if args.out:
+        out = Path(args.out)
+    elif args.config:
+        cfg = _config(args)
+        if cfg.preferences is None:
+            raise DriftError(f"{args.config} has no 'preferences' section: pass --out DIR")
+        out = cfg.preferences.pairs.parent
+    else:
+        out = PreferenceSection().pairs.parent
+    report = import_preferences(args.path, out, args.format, args.images, args.keep_valid, args.annotator,
+                                args.left_key, args.right_key, args.prompt_key)
+    print(report.to_text(), file=sys.stdout if report.written else sys.stderr)
+    if report.written:
+        print(f"Version it with `dvc add {out}`.")
+    return 0 if report.written or not (report.refused or report.validation) else 1
+
+
 def cmd_validate_preferences(args) -> int:
     from drift.data.preferences import read_pairs
     from drift.data.validation import validate_preferences
@@ -180,9 +201,10 @@ def cmd_bench_pareto(args, tracker=None) -> int:
     return 0
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser and its subcommand parsers by name ('train', 'bench pareto', ...), so that the
-    console script (mlops.cli) can add the commands that track to MLflow."""
+    console script (mlops.cli) can add the commands that track to MLflow. Each of ``extra`` is
+    called as ``add(subparsers, with_config)`` to add commands the library does not hold."""
     commands: dict[str, argparse.ArgumentParser] = {}
     parser = argparse.ArgumentParser(prog="drift", description="DRIFT: diversity-preserving RL fine-tuning of "
                                      "text-to-image diffusion and flow models.")
@@ -230,6 +252,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--seed", type=int, required=True, help="batch seed; each batch needs its own")
     p.add_argument("--out", help="directory of pairs.csv (default: from the config's preferences.pairs)")
     p.set_defaults(handler=cmd_preferences_add)
+    p = psub.add_parser("import", help="import a Label Studio pairwise export or a pick-one-of-N choice log",
+                        description="Convert choices collected elsewhere into the preference data. Refused rows are "
+                        "reported with the reason; by default any refused row refuses the whole import and nothing is "
+                        "written. Exit 1 when refused.")
+    p.add_argument("path", help="Label Studio JSON export (.json) or choice log (.csv with prompt, images separated by "
+                   "'|', chosen[, annotator, timestamp]; or .jsonl with the same keys)")
+    p.add_argument("--images", help="folder the image references are resolved against (default: the file's folder)")
+    p.add_argument("--out", help="preference folder holding pairs.csv (default: the config's preferences.pairs "
+                   "folder, else data/preferences)")
+    p.add_argument("-c", "--config", help="run configuration whose preferences.pairs names the folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)
+    p.add_argument("--format", choices=["label-studio", "choice-log"], help="default: from the extension")
+    p.add_argument("--keep-valid", action="store_true", help="import the valid rows even if others are refused")
+    p.add_argument("--annotator", help="choice log: annotator of rows that name none")
+    p.add_argument("--prompt-key", default="prompt", help="Label Studio: task data key of the prompt")
+    p.add_argument("--left-key", default="image1", help="Label Studio: task data key of the left (first) image")
+    p.add_argument("--right-key", default="image2", help="Label Studio: task data key of the right (second) image")
+    p.set_defaults(handler=cmd_preferences_import)
 
     bench = sub.add_parser("bench", help="benchmarks that write their results under docs/")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
@@ -265,6 +305,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--prompts", default="data/prompts.csv")
     p.add_argument("--out", default="data/testbed/base_model")
     p.set_defaults(handler=cmd_testbed_pretrain)
+    for add in extra:
+        add(sub, with_config)
     return parser, commands
 
 

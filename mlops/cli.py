@@ -4,10 +4,12 @@ record to MLflow, which the library itself never imports."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
 from drift import cli
+from drift.errors import DriftError
 
 
 def cmd_bench_pareto(args) -> int:
@@ -23,8 +25,83 @@ def cmd_bench_pareto(args) -> int:
     return cli.cmd_bench_pareto(args, tracker)
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cmd_label(args) -> int:
+    """Serve the labelling page until Ctrl-C (or SIGTERM), then `dvc add` the preference data."""
+    import tempfile
+
+    from drift.build import check_device
+    from drift.config import PreferenceSection
+    from drift.data.preferences import PAIRS_FILE
+    from drift.data.prompts import read_prompts, split_prompts
+    from mlops.labelling.generator import from_directory, from_registry
+    from mlops.labelling.server import LabelServer
+    from mlops.labelling.session import LabelSession, dvc_add
+
+    cfg = cli._config(args)
+    out = Path(args.out) if args.out else (cfg.preferences or PreferenceSection()).pairs.parent
+    prompts = split_prompts(read_prompts(cfg.data.prompts), cfg.data.train_split)
+    device = check_device(cfg.run.device)
+    with tempfile.TemporaryDirectory(prefix="drift-label-") as tmp:
+        if args.model:
+            generator = from_directory(args.model, cfg.sampling.num_steps, cfg.eval_noise_level,
+                                       cfg.sampling.guidance_scale, cfg.model.family, device)
+        else:
+            uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            if not uri:
+                from mlops.stack import ensure_stack
+
+                uri = ensure_stack()
+            generator = from_registry(args.model_name or cfg.registry.model_name, uri, tmp, args.version, args.alias,
+                                      cfg.model.family, device)
+        try:
+            server = LabelServer(LabelSession(generator, prompts, out, args.seed), args.host, args.port)
+        except OSError as err:
+            raise DriftError(f"cannot serve on {args.host}:{args.port} ({err.strerror}): pass another --port") from None
+        print(f"labelling page: {server.url}\n  model {generator.describe()}, {len(prompts)} prompts "
+              f"({cfg.data.prompts}, split {cfg.data.train_split}); choices go to {out / PAIRS_FILE}\n"
+              f"  Ctrl-C stops it{'' if args.no_dvc else ' and runs dvc add ' + str(out)}", flush=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job may have it ignored
+            signal.signal(sig, _stop)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopping the labelling page")
+        finally:
+            server.server_close()
+    if not args.no_dvc:
+        print(dvc_add(out)[1])
+    return 0
+
+
+def add_label_command(sub, with_config) -> None:
+    p = with_config(sub.add_parser(
+        "label", help="serve a local page where raters choose between two generated images",
+        description="Serve a page on which raters compare two images the generator draws for a prompt of the "
+        "config's prompt set (training split) and record first, second or tie in the preference data. By "
+        "default the generator is the registered model's champion."))
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", help="registered version to draw from")
+    which.add_argument("--alias", default="champion", help="registered alias to draw from (default: champion)")
+    which.add_argument("--model", help="a local pipeline directory instead of the registry "
+                       "(e.g. .state/runs/digits/model from drift train)")
+    p.add_argument("--model-name", help="registered model name (default: the config's registry.model_name)")
+    p.add_argument("--tracking-uri", help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI, "
+                   "else the local stack's)")
+    p.add_argument("--out", help="preference folder (default: the config's preferences.pairs folder, "
+                   "else data/preferences)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8750, help="port (0: any free one)")
+    p.add_argument("--seed", type=int, help="seed of the prompt and image-seed draws (default: random)")
+    p.add_argument("--no-dvc", action="store_true", help="do not run dvc add on exit")
+    p.set_defaults(handler=cmd_label)
+
+
 def build_parser():
-    parser, commands = cli.build_parser()
+    parser, commands = cli.build_parser(extra=[add_label_command])
     p = commands["bench pareto"]
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or OUT/mlflow.db)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")

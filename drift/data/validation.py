@@ -132,7 +132,8 @@ def validate_table(table: pd.DataFrame, source: str = "<table>", min_len: int = 
 
 def validate_preferences(table: pd.DataFrame, root: str | Path, source: str = "<pairs>") -> ValidationReport:
     """Validate a preference table (drift.data.preferences documents the format); image paths are
-    relative to ``root``. Checks choices, prompts, duplicate pairs, and that every image decodes."""
+    relative to ``root`` (or absolute). Checks choices, prompts, duplicate pairs, the seeds where
+    the optional seed columns exist, and that every image decodes."""
     import great_expectations as gx
     from PIL import Image
 
@@ -150,6 +151,9 @@ def validate_preferences(table: pd.DataFrame, root: str | Path, source: str = "<
         ("timestamp is ISO 8601", E.ExpectColumnValuesToMatchRegex(
             column="timestamp", regex=r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")),
     ]
+    # Provenance columns are optional (older files lack them); where present, seeds are integers.
+    expectations += [(f"{c} is a non-negative integer", E.ExpectColumnValuesToMatchRegex(column=c, regex=r"^\d+$"))
+                     for c in ("seed_a", "seed_b") if c in table.columns]
 
     def images_decode(t: pd.DataFrame) -> CheckResult:
         bad = []

@@ -1,0 +1,76 @@
+"""The generator the labelling page draws from: a version of a registered generator (MLflow Model
+Registry) or a local pipeline directory, with the sampler settings it is evaluated with."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from drift.errors import DriftError
+from drift.models.base import T2IModel
+from drift.sampling.rollout import rollout
+
+
+@dataclass
+class Generator:
+    model: T2IModel
+    name: str  # the registered model's name, or the local directory
+    version: str  # the registry version; "" for a local directory
+    num_steps: int
+    noise_level: float
+    guidance_scale: float = 1.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def images(self, prompt: str, seeds: tuple[int, int]) -> torch.Tensor:
+        """Two images (2, C, H, W) in [0, 1] for ``prompt``, one per seed: each is what
+        ``rollout`` draws from that seed alone, so a recorded seed reproduces its image."""
+        with self._lock:  # one rollout at a time: raters share the model and the CPU
+            return rollout(self.model, [prompt], 2, torch.tensor(seeds), self.num_steps, self.noise_level,
+                           self.guidance_scale).images
+
+    def describe(self) -> str:
+        """'name version N' for a registered model, the directory for a local one."""
+        return f"{self.name} version {self.version}" if self.version else self.name
+
+
+def from_directory(path: str | Path, num_steps: int, noise_level: float, guidance_scale: float,
+                   family: str = "auto", device: str = "cpu") -> Generator:
+    """A local pipeline directory (e.g. the model `drift train` writes), sampled as configured."""
+    from drift.models import load_model
+
+    return Generator(load_model(str(path), family, device), str(path), "", num_steps, noise_level, guidance_scale)
+
+
+def from_registry(name: str, tracking_uri: str, dst: str | Path, version: str | None = None,
+                  alias: str = "champion", family: str = "auto", device: str = "cpu") -> Generator:
+    """Version ``version`` (or the one with ``alias``) of the registered generator ``name``,
+    downloaded into ``dst``: its pipeline directory and the sampler settings registered with it."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from drift.models import load_model
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    try:
+        version = str(version or client.get_model_version_by_alias(name, alias).version)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst),
+                                                         tracking_uri=tracking_uri))
+    except MlflowException as err:
+        which = f"version {version}" if version else f"version with alias '{alias}'"
+        raise DriftError(f"the registry at {tracking_uri} has no {which} of model '{name}' "
+                         f"({str(err).splitlines()[0]}): train and register one first (make demo), or pass "
+                         "--version N, --alias NAME or --model DIR") from None
+    artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts") or {}
+    if not {"pipeline", "sampling"} <= artifacts.keys():
+        raise DriftError(f"{name} version {version} is not a registered DRIFT generator (its artifacts are "
+                         f"{sorted(artifacts)}, expected 'pipeline' and 'sampling')")
+    sampling = json.loads((local / artifacts["sampling"]["path"]).read_text())
+    model = load_model(str(local / artifacts["pipeline"]["path"]), family, device)
+    return Generator(model, name, version, int(sampling["num_steps"]), float(sampling["noise_level"]),
+                     float(sampling.get("guidance_scale", 1.0)))
