@@ -45,7 +45,7 @@ def check_device(device: str) -> str:
 def build_parts(cfg: DriftConfig, model_source: str | None = None, prompts: pd.DataFrame | None = None) -> RunParts:
     """Everything a run needs; ``model_source`` overrides cfg.model.source (e.g. a fine-tuned model),
     ``prompts`` the prompt table read from cfg.data.prompts (e.g. one already validated)."""
-    table = read_prompts(cfg.data.prompts) if prompts is None else prompts
+    table = read_prompts(cfg.data.prompts, cfg.data.max_file_mb) if prompts is None else prompts
     device = check_device(cfg.run.device)
     model = load_model(model_source or cfg.model.source, cfg.model.family, device, DTYPES[cfg.model.dtype],
                        cfg.model.revision, **cfg.model.adapter_options())

@@ -66,8 +66,11 @@ def cmd_testbed_pretrain(args) -> int:
     pipe, stats = pretrain(data["images"], data["labels"], ~data["is_test"], read_prompts(args.prompts), b["steps"],
                            b["batch_size"], b["lr"], b["ema_decay"], b["cond_dropout"], p["seed"], progress=True)
     save(pipe, stats, args.out)
+    timings = Path(args.timings)
+    timings.parent.mkdir(parents=True, exist_ok=True)
+    timings.write_text(json.dumps({"pretrain_seconds": stats["seconds"], "steps": stats["steps"]}, indent=2))
     print(f"base model: {stats['steps']} steps in {stats['seconds']:.0f} s, final loss {stats['final_loss']:.4f}; "
-          f"saved to {args.out}")
+          f"saved to {args.out} (time recorded in {timings}, outside the DVC output)")
     return 0
 
 
@@ -116,10 +119,12 @@ def cmd_sample(args) -> int:
 
 
 def cmd_validate_prompts(args) -> int:
+    from drift.data.prompts import MAX_FILE_MB
     from drift.data.validation import rules_from_config, validate_file
 
-    rules = rules_from_config(_config(args).data) if args.config else {}
-    report = validate_file(args.path, **rules)
+    data = _config(args).data if args.config else None
+    rules = rules_from_config(data) if data else {}
+    report = validate_file(args.path, data.max_file_mb if data else MAX_FILE_MB, **rules)
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
     print(report.to_text(), file=sys.stdout if report.success else sys.stderr)
@@ -304,6 +309,8 @@ def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.
     p.add_argument("--images", default="data/testbed/digits.npz")
     p.add_argument("--prompts", default="data/prompts.csv")
     p.add_argument("--out", default="data/testbed/base_model")
+    p.add_argument("--timings", default=".state/timings/pretrain_base_model.json",
+                   help="where the wall time goes (kept out of the DVC output, which must not depend on it)")
     p.set_defaults(handler=cmd_testbed_pretrain)
     for add in extra:
         add(sub, with_config)

@@ -75,6 +75,8 @@ class DataSection(_Section):
     """Longest allowed prompt, in characters."""
     min_rows_per_split: int = Field(5, ge=1)
     """Validation fails when a split has fewer prompts than this."""
+    max_file_mb: float = Field(10.0, gt=0)
+    """Prompt files larger than this are refused before reading (a wrong file, not a prompt set)."""
 
     @model_validator(mode="after")
     def _lengths(self):
@@ -255,6 +257,14 @@ class RegistrySection(_Section):
     """MLflow registered model name."""
     min_diversity_fraction: float = Field(0.5, ge=0, le=10.0)
     """Promotion needs diversity >= this fraction of the reference (base) model's."""
+    max_alignment_drop: float = Field(0.0, ge=0)
+    """Promotion needs alignment >= the champion's minus this, both measured under this run's
+    evaluation protocol (the champion is re-evaluated when it was measured otherwise)."""
+    protected_terms: list[str] | None = None
+    """Reward terms that must not regress against the champion; None protects every term of the
+    champion's own protocol, so that adding a reward term cannot buy a promotion."""
+    max_term_drop: float = Field(0.0, ge=0)
+    """How far a protected term may fall below the champion's (absolute, in the term's units)."""
 
 
 class PreferenceSection(_Section):

@@ -52,9 +52,9 @@ def cmd_label(args) -> int:
         else:
             uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
             if not uri:
-                from mlops.stack import ensure_stack
+                from mlops.stack import default_state_dir, ensure_stack
 
-                uri = ensure_stack()
+                uri = ensure_stack(default_state_dir())
             generator = from_registry(args.model_name or cfg.registry.model_name, uri, tmp, args.version, args.alias,
                                       cfg.model.family, device)
         try:

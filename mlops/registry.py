@@ -3,12 +3,22 @@ a version with its tags, read and move aliases."""
 
 from __future__ import annotations
 
+import json
+import os
+import random
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+
+from drift.errors import DriftError
 
 from mlops.pyfunc_model import requirements
 
@@ -30,3 +40,77 @@ def register_version(client: MlflowClient, name: str, code: Path, artifacts: dic
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
     return version
+
+
+LOCK_SUFFIX = ".promotion-lock"
+
+
+@contextmanager
+def promotion_lock(client: MlflowClient, name: str, timeout: float = 600.0, stale_after: float = 3600.0):
+    """Hold the right to move ``name``'s champion alias, across processes and machines that share
+    the registry. Creating a registered model is atomic in MLflow's stores (the name is a primary
+    key, and a tracking server answers RESOURCE_ALREADY_EXISTS to the second creator), so the lock
+    is the registered model ``<name>.promotion-lock``: created to acquire, deleted to release. A
+    lock older than ``stale_after`` seconds is taken to belong to a dead holder and broken."""
+    lock = name + LOCK_SUFFIX
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.create_registered_model(lock, tags={"holder": holder, "acquired": str(time.time())},
+                                           description=f"promotion of {name} in progress ({holder}); deleted when done")
+            break
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            held = client.get_registered_model(lock)
+            if time.time() - float(held.tags.get("acquired", "0")) > stale_after:
+                client.delete_registered_model(lock)
+                continue
+        except MlflowException:
+            continue  # released meanwhile
+        if time.monotonic() > deadline:
+            raise DriftError(f"could not acquire {lock} within {timeout:.0f} s (held by {held.tags.get('holder')}); "
+                             f"if that process is gone, delete the registered model {lock}")
+        time.sleep(0.2 + random.random() * 0.3)
+    try:
+        yield
+    finally:
+        client.delete_registered_model(lock)
+
+
+def compare_and_promote(client: MlflowClient, name: str, version: str, decide) -> tuple[bool, str, ModelVersion | None]:
+    """Under the promotion lock: read the current champion, ``decide(champion)`` -> (promote,
+    reason), and move the alias if so. No other registration can interleave between the read and
+    the move. Returns the decision, its reason and the champion it was made against."""
+    with promotion_lock(client, name):
+        champion = version_by_alias(client, name, "champion")
+        promote, reason = decide(champion)
+        if promote:
+            client.set_registered_model_alias(name, "champion", version)
+    return promote, reason, champion
+
+
+@dataclass
+class RegisteredGenerator:
+    """A downloaded version of a registered generator: its pipeline directory and the sampler
+    settings it was registered with (num_steps, noise_level, guidance_scale, and optionally
+    negative_prompt and model_options)."""
+
+    name: str
+    version: str
+    pipeline: Path
+    sampling: dict
+
+
+def download_generator(tracking_uri: str, name: str, version: str, dst: str | Path) -> RegisteredGenerator:
+    """Version ``version`` of the registered generator ``name``, downloaded into ``dst``."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst),
+                                                     tracking_uri=tracking_uri))
+    artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts") or {}
+    if not {"pipeline", "sampling"} <= artifacts.keys():
+        raise DriftError(f"{name} version {version} is not a registered DRIFT generator (its artifacts are "
+                         f"{sorted(artifacts)}, expected 'pipeline' and 'sampling')")
+    sampling = json.loads((local / artifacts["sampling"]["path"]).read_text())
+    return RegisteredGenerator(name, version, local / artifacts["pipeline"]["path"], sampling)

@@ -12,7 +12,8 @@ def _figures(metrics: dict | None) -> str:
 
 def run_summary(registration: dict, candidate: dict, reference: dict, champion: dict | None, tracking_uri: str,
                 run_id: str) -> str:
-    previous = f"version {champion['version']}: {_figures(champion)}" if champion else "none"
+    """``champion``: the champion compared against ({'version', 'figures', ...}), or None."""
+    previous = f"version {champion['version']}: {_figures(champion['figures'])}" if champion else "none"
     ui = (f"mlflow ui --backend-store-uri '{tracking_uri}'" if not tracking_uri.startswith("http")
           else tracking_uri)
     lines = [
@@ -20,7 +21,8 @@ def run_summary(registration: dict, candidate: dict, reference: dict, champion: 
         "=" * 78,
         f"registered {registration['model_name']} version {registration['version']} (alias challenger)",
         f"decision:  {'PROMOTED to champion' if registration['promoted'] else 'not promoted'}",
-        f"reason:    {registration['reason']}",
+        f"reason:    {registration['reason'].split('; ')[0]}",
+        *([f"figures:   {registration['reason'].split('; ', 1)[1]}"] if "; " in registration["reason"] else []),
         f"candidate: {_figures(candidate)}",
         f"reference: {_figures(reference)} (base model)",
         f"champion before this run: {previous}",

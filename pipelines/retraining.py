@@ -28,5 +28,6 @@ def drift_retraining_pipeline(config: dict):
     valid = validate_prompts(prompts, config)
     reference, reference_images = sample_reference(config, valid, reward_head=head)
     model, trajectory = drift_finetune(config, valid, reward_head=head)
-    evaluation, _ = evaluate_model(config, valid, model, trajectory, reference, reference_images, reward_head=head)
-    register_model(config, model, evaluation, reference, version, {VERSION_TAG: check["version"]})
+    evaluation, champion, _ = evaluate_model(config, valid, model, trajectory, reference, reference_images, reward_head=head)
+    register_model(config, valid, model, evaluation, champion, reference, version, reward_head=head,
+                   extra_tags={VERSION_TAG: check["version"]})

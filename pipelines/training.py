@@ -18,5 +18,5 @@ def drift_training_pipeline(config: dict):
     valid = validate_prompts(prompts, config)
     reference, reference_images = sample_reference(config, valid)
     model, trajectory = drift_finetune(config, valid)
-    evaluation, _ = evaluate_model(config, valid, model, trajectory, reference, reference_images)
-    register_model(config, model, evaluation, reference, version)
+    evaluation, champion, _ = evaluate_model(config, valid, model, trajectory, reference, reference_images)
+    register_model(config, valid, model, evaluation, champion, reference, version)

@@ -11,10 +11,11 @@ import pandas as pd
 from zenml import log_metadata, save_artifact, step
 
 from drift.config import parse_config
-from drift.errors import DriftError
 from drift.data.prompts import read_prompts
 from drift.data.provenance import data_version
 from drift.data.validation import ValidationReport, rules_from_config, validate_file, validate_table
+from drift.errors import DriftError
+from mlops.recovery import claim_run
 
 
 def _keep_report(report: ValidationReport) -> None:
@@ -27,12 +28,15 @@ def _keep_report(report: ValidationReport) -> None:
 
 @step(enable_cache=False, experiment_tracker=True)
 def load_prompts(config: dict) -> tuple[Annotated[pd.DataFrame, "prompts"], Annotated[dict, "data_version"]]:
+    """The first step: it also marks runs left RUNNING by a dead process as failed and records
+    which process owns this one (mlops.recovery)."""
+    claim_run()
     cfg = parse_config(config)
     path = Path(cfg.data.prompts)
     try:
-        table = read_prompts(path)
+        table = read_prompts(path, cfg.data.max_file_mb)
     except DriftError:
-        _keep_report(validate_file(path, **rules_from_config(cfg.data)))  # unreadable: fails with the report
+        _keep_report(validate_file(path, cfg.data.max_file_mb, **rules_from_config(cfg.data)))  # unreadable: fails with the report
     version = data_version(path)
     log_metadata(metadata={"data_version": version})
     mlflow.set_tags({f"data.{k}": v for k, v in version.items()})

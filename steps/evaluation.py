@@ -1,4 +1,6 @@
-"""Step 5: the fine-tuned model against the reference, on the same held-out prompts and seeds."""
+"""Step 5: the fine-tuned model against the reference, on the same held-out prompts and seeds, and
+the current champion's figures under the same evaluation protocol (measured again when it was
+measured otherwise), so that the promotion gate compares like with like."""
 
 import tempfile
 from pathlib import Path
@@ -8,26 +10,40 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow import MlflowClient
 from zenml import step
 
 from drift.build import build_parts
-from drift.evaluation.protocol import evaluate_with_config
+from drift.evaluation.protocol import evaluate_with_config, protocol_id, protocol_spec
 from drift.plots import side_by_side, trajectory_plot
 from mlops.artifacts import PipelineArtifact
+from mlops.champion import figures_under_protocol, protocol_json
 from mlops.configuration import step_config
+from mlops.registry import version_by_alias
 
 
 @step(enable_cache=False, experiment_tracker=True)
 def evaluate_model(config: dict, prompts: pd.DataFrame, model: PipelineArtifact, trajectory: list,
                    reference_metrics: dict, reference_images: np.ndarray, reward_head: Optional[Path] = None) -> tuple[
-        Annotated[dict, "evaluation"], Annotated[np.ndarray, "evaluation_images"]]:
+        Annotated[dict, "evaluation"], Annotated[Optional[dict], "champion_evaluation"],
+        Annotated[np.ndarray, "evaluation_images"]]:
     cfg = step_config(config, reward_head)
     parts = build_parts(cfg, model_source=str(model.directory), prompts=prompts)
     ev = evaluate_with_config(cfg, parts.model, parts.reward, parts.embed, parts.eval_prompts, progress=True)
-    metrics = dict(ev.metrics)
+    spec = protocol_spec(cfg, parts.eval_prompts)
+    metrics = {**ev.metrics, "protocol_id": protocol_id(spec), "protocol": spec}
     for key in ("alignment", "diversity", "vendi"):
         metrics[f"{key}_change_vs_reference"] = metrics[key] - reference_metrics[key]
-    mlflow.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+    mlflow.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, float)})
+    mlflow.set_tag("protocol.id", metrics["protocol_id"])
+    mlflow.log_text(protocol_json(spec), "protocol.json")
+
+    champion = version_by_alias(MlflowClient(), cfg.registry.model_name, "champion")
+    champion_eval = None
+    if champion is not None:
+        champion_eval = figures_under_protocol(mlflow.get_tracking_uri(), champion, cfg, prompts, metrics["protocol_id"])
+        mlflow.log_metrics({f"champion/{k}": v for k, v in champion_eval["figures"].items()})
+        mlflow.set_tag("champion.re_evaluated", str(champion_eval["re_evaluated"]))
     with tempfile.TemporaryDirectory() as tmp:
         grid = side_by_side(torch.from_numpy(reference_images), ev.images, cfg.eval.samples_per_prompt,
                             ("reference (base model)", "fine-tuned"), Path(tmp) / "side_by_side.png")
@@ -35,4 +51,4 @@ def evaluate_model(config: dict, prompts: pd.DataFrame, model: PipelineArtifact,
                                  reference=reference_metrics, title="alignment vs diversity along training")
         mlflow.log_artifact(str(grid), "grids")
         mlflow.log_artifact(str(pareto), "plots")
-    return metrics, ev.images.numpy()
+    return metrics, champion_eval, ev.images.numpy()

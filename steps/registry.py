@@ -1,61 +1,69 @@
 """Step 6: register the fine-tuned model as a new version, set `challenger`, and move `champion`
-only through the promotion gate (drift.evaluation.promotion); end the run with a short report."""
+only through the promotion gate (drift.evaluation.promotion), with the read-compare-set of the
+alias under the registry's promotion lock; end the run with a short report."""
 
 import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from zenml import log_metadata, step
 
-from drift.config import parse_config
 from drift.evaluation.promotion import promotion_decision
 from mlops.artifacts import PipelineArtifact
+from mlops.champion import figures_under_protocol, gated_figures, version_tags
+from mlops.configuration import step_config
 from mlops.pyfunc_model import GENERATOR_CODE, GENERATOR_SIGNATURE
-from mlops.registry import register_version, version_by_alias
+from mlops.registry import compare_and_promote, register_version
 from mlops.report import run_summary
-
-GATED = ("alignment", "diversity", "vendi")
-
-
-def current_champion(client: MlflowClient, name: str) -> dict | None:
-    version = version_by_alias(client, name, "champion")
-    if version is None:
-        return None
-    return {"version": version.version, **{k: float(version.tags[k]) for k in GATED if k in version.tags}}
 
 
 @step(enable_cache=False, experiment_tracker=True)
-def register_model(config: dict, model: PipelineArtifact, evaluation: dict, reference_metrics: dict,
-                   data_version: dict, extra_tags: Optional[dict] = None) -> Annotated[dict, "registration"]:
-    cfg = parse_config(config)
+def register_model(config: dict, prompts: pd.DataFrame, model: PipelineArtifact, evaluation: dict,
+                   champion_evaluation: Optional[dict], reference_metrics: dict, data_version: dict,
+                   reward_head: Optional[Path] = None, extra_tags: Optional[dict] = None) -> Annotated[dict, "registration"]:
+    cfg = step_config(config, reward_head)
     name = cfg.registry.model_name
     client = MlflowClient()
-    candidate = {k: float(evaluation[k]) for k in GATED}
+    candidate = gated_figures(evaluation)
     run_id = mlflow.active_run().info.run_id
-    tags = {**candidate, **{f"data.{k}": v for k, v in data_version.items()}, "mlflow_run_id": run_id,
-            **(extra_tags or {})}
+    tags = {**version_tags(candidate, evaluation["protocol_id"], evaluation["protocol"]),
+            **{f"data.{k}": v for k, v in data_version.items()}, "mlflow_run_id": run_id, **(extra_tags or {})}
     with tempfile.TemporaryDirectory() as tmp:
         sampling = Path(tmp) / "sampling.json"
         sampling.write_text(json.dumps({"num_steps": cfg.sampling.num_steps, "noise_level": cfg.eval_noise_level,
-                                        "guidance_scale": cfg.sampling.guidance_scale}))
+                                        "guidance_scale": cfg.sampling.guidance_scale,
+                                        "negative_prompt": cfg.sampling.negative_prompt,
+                                        "model_options": cfg.model.adapter_options()}))
         version = register_version(client, name, GENERATOR_CODE,
                                    {"pipeline": str(model.directory), "sampling": str(sampling)}, tags,
                                    GENERATOR_SIGNATURE)
-    champion = current_champion(client, name)
     client.set_registered_model_alias(name, "challenger", version)
-    promote, reason = promotion_decision(candidate, champion, reference_metrics, cfg.registry.min_diversity_fraction)
-    if promote:
-        client.set_registered_model_alias(name, "champion", version)
+    compared: dict = {}
+
+    def decide(champion):
+        if champion is None:
+            return promotion_decision(candidate, None, reference_metrics, cfg.registry)
+        if champion_evaluation is not None and champion.version == champion_evaluation["version"]:
+            compared.update(champion_evaluation)
+        else:  # the champion changed since the evaluation step: measure the new one the same way
+            compared.update(figures_under_protocol(mlflow.get_tracking_uri(), champion, cfg, prompts,
+                                                   evaluation["protocol_id"]))
+        promote, reason = promotion_decision(candidate, compared["figures"], reference_metrics, cfg.registry,
+                                             compared["own_terms"])
+        how = "re-evaluated under this run's protocol" if compared["re_evaluated"] else "same protocol"
+        return promote, f"{reason} [champion version {compared['version']}, {how}]"
+
+    promote, reason, _ = compare_and_promote(client, name, version, decide)
     client.set_model_version_tag(name, version, "promotion", reason)
-    mlflow.set_tags({"promotion.decision": "promoted" if promote else "rejected", "promotion.reason": reason,
+    mlflow.set_tags({"promotion.decision": "promoted" if promote else "rejected", "promotion.reason": reason[:5000],
                      "registered_version": version})
     result = {"model_name": name, "version": int(version), "promoted": promote, "reason": reason,
-              "previous_champion": champion["version"] if champion else None,
-              **{k: v for k, v in candidate.items() if math.isfinite(v)}}
+              "previous_champion": compared.get("version"), "figures": candidate,
+              "champion_figures": compared.get("figures")}
     log_metadata(metadata={"registration": result})
-    print(run_summary(result, candidate, reference_metrics, champion, mlflow.get_tracking_uri(), run_id))
+    print(run_summary(result, candidate, reference_metrics, compared or None, mlflow.get_tracking_uri(), run_id))
     return result

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(scope="session")
@@ -99,14 +99,17 @@ def zen_env(tmp_path_factory):
     return make_zen_env(tmp_path_factory.mktemp("zenml_home"))
 
 
-def run_pipeline(zen_env, cfg, tmp_path, name, pipeline="pipelines.training.drift_training_pipeline"):
-    """`zenml pipeline run PIPELINE -c CONFIG` exactly as users run it, in the temporary ZenML home."""
+def run_pipeline(zen_env, cfg, tmp_path, name, pipeline="pipelines.training.drift_training_pipeline", wait=True):
+    """`zenml pipeline run PIPELINE -c CONFIG` exactly as users run it, in the temporary ZenML home
+    (with ``wait=False``, the started process, in a process group of its own)."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"enable_cache": False, "run_name": name,
                                     "parameters": {"config": cfg.model_dump(mode="json")}}))
-    return subprocess.run([str(BIN / "zenml"), "pipeline", "run", pipeline,
-                           "-c", str(path)], cwd=zen_env["cwd"], env=zen_env["env"], capture_output=True, text=True,
-                          timeout=900)
+    cmd = [str(BIN / "zenml"), "pipeline", "run", pipeline, "-c", str(path)]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=zen_env["cwd"], env=zen_env["env"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.run(cmd, cwd=zen_env["cwd"], env=zen_env["env"], capture_output=True, text=True, timeout=900)
 
 
 def registry(zen_env):

@@ -30,8 +30,10 @@ def mlflow_server(tmp_path_factory):
            "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1"]
     log = open(root / "server.log", "w")
+    # The server's background job consumers are not needed here: they only cost CPU.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -44,10 +46,15 @@ def mlflow_server(tmp_path_factory):
         if proc.poll() is not None or time.time() > deadline:
             raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}")
         time.sleep(0.5)
-    yield {"uri": uri, "root": root}
-    os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
-    proc.wait(timeout=60)
-    log.close()
+    try:
+        yield {"uri": uri, "root": root}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
 
 
 LOAD_ARTIFACT = """

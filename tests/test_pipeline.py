@@ -1,6 +1,11 @@
 """The ZenML pipeline end to end, exactly as users run it (`zenml pipeline run ... -c CONFIG`), in a
 temporary ZenML home whose stack keeps the MLflow tracking and registry store."""
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import model_versions, registry, run_pipeline, small_config
@@ -11,9 +16,31 @@ def small(testbed, **kw):
     return small_config(testbed, **{**base, **kw})
 
 
+def _kill_when_checkpointed(zen_env, cfg, tmp_path, name, iteration):
+    """Start the pipeline and kill -9 its process group once the fine-tuning step has written the
+    checkpoint of ``iteration``."""
+    from drift.training.run import run_key
+
+    manifest = Path(cfg.run.output_dir) / run_key(cfg) / "checkpoints" / f"iter_{iteration:06d}" / "manifest.json"
+    proc = run_pipeline(zen_env, cfg, tmp_path, name, wait=False)
+    deadline = time.time() + 600
+    while not manifest.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_pipeline_registers_champion_then_rejects_a_worse_challenger(testbed, zen_env, tmp_path):
-    first = run_pipeline(zen_env, small(testbed), tmp_path, "first")
+    # A run killed during fine-tuning resumes from its checkpoint when its configuration runs again.
+    cfg = small(testbed, **{"checkpoint.every": 5})
+    _kill_when_checkpointed(zen_env, cfg, tmp_path, "first-killed", 5)
+    first = run_pipeline(zen_env, cfg, tmp_path, "first")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    log = (first.stdout + first.stderr).splitlines()
+    assert any("resumed from" in line and "iter_000005" in line for line in log), log
+    assert any("marked run first-killed failed" in line for line in log), log
+    assert len(log) < 80 and "registered drift-digits-test version 1" in "\n".join(log[-14:]), "\n".join(log)
     client = registry(zen_env)
     v1 = client.get_model_version_by_alias("drift-digits-test", "champion")
     assert client.get_model_version_by_alias("drift-digits-test", "challenger").version == v1.version
@@ -39,13 +66,22 @@ def test_pipeline_registers_champion_then_rejects_a_worse_challenger(testbed, ze
     out = model.predict(pd.DataFrame({"prompt": ["the number 3", "a handwritten digit seven"], "seed": [1, 2]}))
     assert len(out) == 2 and all(len(s) > 50 for s in out["image_png_base64"])
 
-    worse = run_pipeline(zen_env, small(testbed, **{"train.iterations": 1, "eval.every": 1}), tmp_path, "worse")
+    killed = client.search_runs([run.info.experiment_id], "attributes.run_name = 'first-killed'")
+    assert [r.info.status for r in killed] == ["FAILED"]
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/drift-digits-test/{v1.version}", dst_path=str(tmp_path / "v1")))
+    assert not list(local.rglob("*.pkl")), "the registered model must load without unpickling"
+
+    # Measured on other evaluation prompts: the champion is evaluated again under them before the gate.
+    worse = run_pipeline(zen_env, small(testbed, **{"train.iterations": 1, "eval.every": 1, "eval.num_prompts": 5}),
+                         tmp_path, "worse")
     assert worse.returncode == 0, worse.stdout[-3000:] + worse.stderr[-3000:]
     challenger = client.get_model_version_by_alias("drift-digits-test", "challenger")
     champion = client.get_model_version_by_alias("drift-digits-test", "champion")
     assert int(challenger.version) == int(v1.version) + 1
     assert champion.version == v1.version, (v1.tags["alignment"], challenger.tags["alignment"])
     assert challenger.tags["promotion"].startswith("not promoted")
+    assert "re-evaluated under this run's protocol" in challenger.tags["promotion"]
+    assert challenger.tags["protocol.id"] != v1.tags["protocol.id"]
 
 
 BAD_FILES = {

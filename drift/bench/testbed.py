@@ -9,6 +9,7 @@ GRPO run against a DRIFT run (collapse, and diversity at matched reward).
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -67,12 +68,19 @@ def collapse_runs(cfg: DriftConfig, iterations: int, every: int) -> dict[str, li
     return {name: build_trainer(run_cfg).train(progress=True) for name, run_cfg in configs.items()}
 
 
+def pretrain_timing(path: Path) -> dict:
+    """The pretraining wall time `drift testbed pretrain` recorded on this machine, if it did."""
+    return {"seconds": json.loads(path.read_text())["pretrain_seconds"]} if path.is_file() else {"seconds": math.nan}
+
+
 def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int = 5,
         images_path: str | Path = "data/testbed/digits.npz",
-        base_model_dir: str | Path | None = None) -> dict:
+        base_model_dir: str | Path | None = None,
+        timings_path: str | Path = ".state/timings/pretrain_base_model.json") -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base_dir = Path(base_model_dir or cfg.model.source)
+    timings_path = Path(timings_path)
     start = time.perf_counter()
     parts = build_parts(cfg)
     quality = base_model_quality(cfg, parts, Path(images_path))
@@ -82,7 +90,7 @@ def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int 
     g, d = runs["grpo"], runs["default"]
     result = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-        "pretrain": json.loads((base_dir / "pretrain_stats.json").read_text()),
+        "pretrain": {**json.loads((base_dir / "pretrain_stats.json").read_text()), **pretrain_timing(timings_path)},
         "classifier_accuracy": json.loads((Path(cfg.embedding.args.get("checkpoint", "data/testbed/classifier"))
                                            / "metrics.json").read_text())["test_accuracy"],
         **quality,

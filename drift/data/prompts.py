@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pandas as pd
@@ -9,18 +10,38 @@ import pandas as pd
 from drift.errors import DriftError
 
 REQUIRED_COLUMNS = ("prompt", "split")
+MAX_FILE_MB = 10.0
 
 
-def read_prompts(path: str | Path) -> pd.DataFrame:
+def normalize_prompt(text):
+    """NFKC-normalised text without format characters (zero-width spaces and joiners, byte-order
+    marks, bidirectional marks), so that what validation checks is what a person sees."""
+    if not isinstance(text, str):
+        return text
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
+
+
+def read_prompts(path: str | Path, max_file_mb: float = MAX_FILE_MB) -> pd.DataFrame:
+    """The prompt table with normalised prompts; a missing, oversized or unreadable file is a
+    ``DriftError`` that says which."""
     path = Path(path)
+    if path.is_dir():
+        raise DriftError(f"prompt file {path} is a directory: give the CSV file itself")
     if not path.is_file():
         raise DriftError(f"prompt file {path} does not exist (for the digits testbed, run `dvc repro` first)")
+    size_mb = path.stat().st_size / 2**20
+    if size_mb > max_file_mb:
+        raise DriftError(f"prompt file {path} is {size_mb:.1f} MB, above the {max_file_mb:g} MB limit "
+                         "(data.max_file_mb): is it the right file?")
     try:
-        return pd.read_csv(path, dtype=str, encoding="utf-8")
+        table = pd.read_csv(path, dtype=str, encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DriftError(f"prompt file {path} is not valid UTF-8: {err}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DriftError(f"prompt file {path} is not a readable CSV: {err}") from None
+    if "prompt" in table.columns:
+        table["prompt"] = table["prompt"].map(normalize_prompt)
+    return table
 
 
 def split_prompts(table: pd.DataFrame, split: str) -> list[str]:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from drift.errors import DriftError
 from drift.logs import quiet_great_expectations
-from drift.data.prompts import REQUIRED_COLUMNS, read_prompts
+from drift.data.prompts import MAX_FILE_MB, REQUIRED_COLUMNS, read_prompts
 
 EXAMPLES = 5
 
@@ -169,10 +169,11 @@ def validate_preferences(table: pd.DataFrame, root: str | Path, source: str = "<
     return _validate(table, source, tuple(COLUMNS), expectations, [images_decode], kind="preference data")
 
 
-def validate_file(path: str | Path, **rules) -> ValidationReport:
-    """Validate a prompt CSV; an unreadable file (bad encoding, broken CSV) is itself a failed check."""
+def validate_file(path: str | Path, max_file_mb: float = MAX_FILE_MB, **rules) -> ValidationReport:
+    """Validate a prompt CSV; an unreadable file (missing, a directory, too large, bad encoding,
+    broken CSV) is itself a failed check."""
     try:
-        table = read_prompts(path)
+        table = read_prompts(path, max_file_mb)
     except DriftError as err:
         return ValidationReport(str(path), 0, [CheckResult("readable UTF-8 CSV", False, 1, [(None, str(err))])])
     return validate_table(table, str(path), **rules)

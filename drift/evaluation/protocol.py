@@ -1,8 +1,12 @@
-"""Alignment and diversity of a model on fixed prompts and seeds."""
+"""Alignment and diversity of a model on fixed prompts and seeds, and the identity of that
+evaluation protocol: two models' figures compare only when they were measured the same way."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -36,7 +40,7 @@ def evaluate(model: T2IModel, reward, embed, prompts: list[str], samples_per_pro
     rewards, parts = reward(ro.images, ro.prompts)
     features = embed(ro.images).cpu()
     metrics = {"alignment": float(rewards.mean()), **diversity_report(features, ro.group_ids)}
-    metrics.update({f"reward/{k}": float(v.mean()) for k, v in parts.items()} if len(parts) > 1 else {})
+    metrics.update({f"reward/{k}": float(v.mean()) for k, v in parts.items()})
     return Evaluation(metrics, ro.images, ro.prompts, rewards, features)
 
 
@@ -48,3 +52,42 @@ def evaluate_with_config(cfg, model: T2IModel, reward, embed, eval_prompts: list
     e, s = cfg.eval, cfg.sampling
     return evaluate(model, reward, embed, eval_prompts[: e.num_prompts], e.samples_per_prompt, e.seed, s.num_steps,
                     cfg.eval_noise_level, s.guidance_scale, s.batch_size, progress, s.negative_prompt)
+
+
+def _fingerprint(value):
+    """A configuration value as it enters a protocol's identity: a local file or directory (a
+    reward checkpoint) by the digest of its contents, so that retraining it changes the identity."""
+    if isinstance(value, dict):
+        return {k: _fingerprint(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fingerprint(v) for v in value]
+    if isinstance(value, str) and value and Path(value).exists():
+        path = Path(value)
+        files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(str(f.relative_to(path) if f != path else f.name).encode())
+            digest.update(f.read_bytes())
+        return f"sha256:{digest.hexdigest()[:16]}"
+    return value
+
+
+def protocol_spec(cfg, eval_prompts: list[str]) -> dict:
+    """Everything that decides an evaluation's figures: the reward terms and weights (checkpoints by
+    content), the diversity embedding, the evaluation prompts, seeds and sample counts, and the
+    sampler settings."""
+    s = cfg.sampling
+    return {
+        "reward": [_fingerprint(term.model_dump(mode="json")) for term in cfg.reward],
+        "embedding": _fingerprint(cfg.embedding.model_dump(mode="json")),
+        "prompts": list(eval_prompts[: cfg.eval.num_prompts]),
+        "samples_per_prompt": cfg.eval.samples_per_prompt,
+        "seed": cfg.eval.seed,
+        "sampler": {"num_steps": s.num_steps, "noise_level": cfg.eval_noise_level, "guidance_scale": s.guidance_scale,
+                    "negative_prompt": s.negative_prompt, **cfg.model.adapter_options()},
+    }
+
+
+def protocol_id(spec: dict) -> str:
+    """A short digest of a protocol specification (canonical JSON)."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
@@ -33,7 +33,7 @@ def build_tokenizer(prompts: list[str]) -> PreTrainedTokenizerFast:
     words = sorted({w for p in prompts for w, _ in pre.pre_tokenize_str(p.lower())})
     vocab = {tok: i for i, tok in enumerate(SPECIALS + words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.normalizer = __import__("tokenizers").normalizers.Lowercase()
+    tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre
     tok.post_processor = processors.TemplateProcessing(
         single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])]
@@ -105,7 +105,9 @@ def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, pro
 
 
 def save(pipe: StableDiffusionPipeline, stats: dict, out_dir: str | Path) -> Path:
+    """The pipeline and its training statistics, without the wall time: a DVC output must depend
+    only on the stage's parameters and code, not on how fast the machine was."""
     out = Path(out_dir)
     pipe.save_pretrained(out)
-    (out / "pretrain_stats.json").write_text(json.dumps(stats, indent=2))
+    (out / "pretrain_stats.json").write_text(json.dumps({k: v for k, v in stats.items() if k != "seconds"}, indent=2))
     return out

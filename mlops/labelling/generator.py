@@ -3,7 +3,6 @@ Registry) or a local pipeline directory, with the sampler settings it is evaluat
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,28 +48,22 @@ def from_registry(name: str, tracking_uri: str, dst: str | Path, version: str | 
                   alias: str = "champion", family: str = "auto", device: str = "cpu") -> Generator:
     """Version ``version`` (or the one with ``alias``) of the registered generator ``name``,
     downloaded into ``dst``: its pipeline directory and the sampler settings registered with it."""
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
 
     from drift.models import load_model
+    from mlops.registry import download_generator
 
     client = MlflowClient(tracking_uri, tracking_uri)
     try:
         version = str(version or client.get_model_version_by_alias(name, alias).version)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst),
-                                                         tracking_uri=tracking_uri))
+        registered = download_generator(tracking_uri, name, version, dst)
     except MlflowException as err:
         which = f"version {version}" if version else f"version with alias '{alias}'"
         raise DriftError(f"the registry at {tracking_uri} has no {which} of model '{name}' "
                          f"({str(err).splitlines()[0]}): train and register one first (make demo), or pass "
                          "--version N, --alias NAME or --model DIR") from None
-    artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts") or {}
-    if not {"pipeline", "sampling"} <= artifacts.keys():
-        raise DriftError(f"{name} version {version} is not a registered DRIFT generator (its artifacts are "
-                         f"{sorted(artifacts)}, expected 'pipeline' and 'sampling')")
-    sampling = json.loads((local / artifacts["sampling"]["path"]).read_text())
-    model = load_model(str(local / artifacts["pipeline"]["path"]), family, device)
+    sampling = registered.sampling
+    model = load_model(str(registered.pipeline), family, device, **sampling.get("model_options", {}))
     return Generator(model, name, version, int(sampling["num_steps"]), float(sampling["noise_level"]),
                      float(sampling.get("guidance_scale", 1.0)))
