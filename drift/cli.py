@@ -80,9 +80,9 @@ def cmd_train(args) -> int:
     from drift.training.run import run_training
 
     cfg = _config(args)
-    # Under `accelerate launch` (or torchrun) this joins the process group; each process then
-    # trains a shard of every iteration's samples on its own device.
-    state = PartialState()
+    # Under `accelerate launch` this joins the process group; each process then trains a shard of
+    # every iteration's samples on its own device (or, with run.device: cpu, the CPU).
+    state = PartialState(cpu=cfg.run.device == "cpu")
     if state.num_processes > 1 and cfg.run.device != "cpu":
         cfg = cfg.with_overrides({"run.device": str(state.device)})
     out = Path(args.out or cfg.run.output_dir / cfg.run.name)

@@ -161,6 +161,9 @@ class TrainSection(_Section):
     saved model; 0 disables EMA."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, more compute)."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """accelerate's mixed precision for the denoiser's forward and backward passes (autocast);
+    trained weights, optimizer state and step math stay float32."""
     lora: LoraSection = Field(default_factory=LoraSection)
     """LoRA adapters (see LoraSection)."""
 
@@ -252,6 +255,17 @@ class CheckpointSection(_Section):
     """Intact checkpoints kept per run (older ones are deleted); 0 keeps all."""
 
 
+class AccelerateSection(_Section):
+    """How the pipeline's fine-tuning step runs: in the step's own process, or on several processes
+    through ZenML's run_with_accelerate (`drift train` gets the same from `accelerate launch`)."""
+
+    num_processes: int = Field(1, ge=1)
+    """Processes the fine-tuning step launches (one per GPU); 1 trains in the step's own process."""
+    config_file: Path | None = None
+    """An accelerate config file for the launch: configs/accelerate/ddp.yaml, fsdp.yaml or
+    deepspeed_zero2.yaml; None launches plain data parallelism (DDP)."""
+
+
 class RegistrySection(_Section):
     model_name: str = Field("drift-digits", min_length=1)
     """MLflow registered model name."""
@@ -298,6 +312,7 @@ class DriftConfig(_Section):
     drift: DriftSection = Field(default_factory=DriftSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    accelerate: AccelerateSection = Field(default_factory=AccelerateSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
     preferences: PreferenceSection | None = None
 

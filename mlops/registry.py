@@ -106,8 +106,8 @@ class RegisteredGenerator:
 
 def download_generator(tracking_uri: str, name: str, version: str, dst: str | Path) -> RegisteredGenerator:
     """Version ``version`` of the registered generator ``name``, downloaded into ``dst``."""
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst),
-                                                     tracking_uri=tracking_uri))
+    source = MlflowClient(tracking_uri, tracking_uri).get_model_version_download_uri(name, version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=tracking_uri))
     artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts") or {}
     if not {"pipeline", "sampling"} <= artifacts.keys():
         raise DriftError(f"{name} version {version} is not a registered DRIFT generator (its artifacts are "

@@ -73,6 +73,9 @@ class T2IModel:
                  guidance: float | None = None):
         self.pipe = pipe
         self.denoiser = denoiser
+        # What ``forward`` calls: the denoiser, or the trainer's data-parallel wrapper of it (DDP,
+        # FSDP) once accelerate has prepared it. ``denoiser`` stays the bare module.
+        self.forward_module: nn.Module = denoiser
         self.vae = getattr(pipe, "vae", None)
         self.family = family
         self.device = torch.device(device)

@@ -79,7 +79,7 @@ class FluxModel(T2IModel):
         if self.denoiser.config.guidance_embeds:
             value = DEFAULT_GUIDANCE if self.guidance is None else self.guidance
             guidance = torch.full((latents.shape[0],), value, device=self.device, dtype=torch.float32)
-        return self.denoiser(
+        return self.forward_module(
             hidden_states=latents.to(self.dtype),
             timestep=model_time.to(self.dtype) / 1000,  # the pipeline's time input; the transformer scales it back
             guidance=guidance,

@@ -21,7 +21,7 @@ class SD3Model(T2IModel):
         return Conditioning(embeds=embeds.to(torch.float32), pooled=pooled.to(torch.float32))
 
     def forward(self, latents, model_time, cond: Conditioning) -> torch.Tensor:
-        return self.denoiser(
+        return self.forward_module(
             hidden_states=latents.to(self.dtype),
             encoder_hidden_states=cond.embeds.to(self.dtype),
             pooled_projections=cond.pooled.to(self.dtype),

@@ -22,6 +22,6 @@ class UNetModel(T2IModel):
         return Conditioning(embeds=embeds.to(torch.float32))
 
     def forward(self, latents, model_time, cond: Conditioning) -> torch.Tensor:
-        return self.denoiser(
+        return self.forward_module(
             latents.to(self.dtype), model_time, encoder_hidden_states=cond.embeds.to(self.dtype)
         ).sample

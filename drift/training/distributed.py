@@ -1,21 +1,23 @@
-"""Data parallelism over processes (``accelerate launch`` / torchrun): each process rolls out and
-updates a shard of the iteration's samples, while group statistics (advantages, subset selection,
-diversity shaping) are computed on whole groups gathered from all processes.
+"""Sharding an iteration's samples over the processes accelerate launched.
 
-Without an initialised process group every function is the single-process identity.
+Each process rolls out a shard of every iteration's samples (sample k goes to process k mod W), and
+rewards and embeddings are gathered back into the whole batch, so that group statistics (subset
+selection, shaping, advantages) are computed on whole groups whatever the process count. The
+process group, devices and the collectives come from accelerate; without a launcher every
+function is the single-process identity.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
+from accelerate import PartialState
+from accelerate.utils import gather
 
 
 def world() -> tuple[int, int]:
     """(rank, world size) of this process."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    state = PartialState()
+    return state.process_index, state.num_processes
 
 
 def is_main() -> bool:
@@ -37,31 +39,23 @@ def gather_samples(local: torch.Tensor, total: int) -> torch.Tensor:
     longest = (total + size - 1) // size
     padded = local.new_zeros((longest, *local.shape[1:]))
     padded[: local.shape[0]] = local
-    parts = [torch.empty_like(padded) for _ in range(size)]
-    dist.all_gather(parts, padded.contiguous())
+    device = PartialState().device
+    parts = gather(padded.to(device)).cpu().reshape(size, longest, *local.shape[1:])
     out = local.new_empty((total, *local.shape[1:]))
-    for r, part in enumerate(parts):
+    for r in range(size):
         idx = torch.arange(r, total, size)
-        out[idx] = part[: len(idx)]
+        out[idx] = parts[r, : len(idx)].to(out.dtype)
     return out
 
 
-def average_gradients(params: list[torch.nn.Parameter]) -> None:
-    """All-reduce gradients to their mean over processes (missing gradients count as zero)."""
+def mean_over_processes(stats: dict[str, float]) -> dict[str, float]:
+    """Update statistics averaged over processes (minima and maxima reduced as such); every
+    process must hold the same keys."""
     rank, size = world()
     if size == 1:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= size
-
-
-def max_over_processes(value: int) -> int:
-    """The largest ``value`` any process holds (so all run the same number of synchronised steps)."""
-    if world()[1] == 1:
-        return value
-    t = torch.tensor([value])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t)
+        return stats
+    keys = sorted(stats)
+    values = gather(torch.tensor([[stats[k] for k in keys]], dtype=torch.float64, device=PartialState().device)).cpu()
+    reduce = {k: (values[:, j].min() if k.endswith("_min") else values[:, j].max() if k.endswith(("_max", "_abs_dev"))
+                  else values[:, j].mean()) for j, k in enumerate(keys)}
+    return {k: float(v) for k, v in reduce.items()}

@@ -10,6 +10,7 @@ are drawn from generators seeded with both, so resuming from a checkpoint replay
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import time
@@ -20,7 +21,10 @@ from typing import Callable
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from diffusers.training_utils import EMAModel, cast_training_params
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict)
 
 from drift.config import DriftConfig, config_differences
 from drift.errors import ConfigMismatchError, NonFiniteError
@@ -34,6 +38,9 @@ from drift.sampling.rollout import (PromptNoise, Rollout, condition_noise, condi
 from drift.scoring.diversity import diversity_report
 from drift.training import checkpoints
 from drift.training import distributed as dist
+
+# Whole (unsharded) state dicts on CPU, keyed by parameter names: the same under DDP, FSDP or none.
+FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 MetricsCallback = Callable[[dict[str, float], int], None]
 
@@ -110,8 +117,12 @@ class Trainer:
         if model.dtype != torch.float32:
             # Mixed precision: frozen weights stay in half precision, trained ones in float32.
             cast_training_params(model.denoiser, dtype=torch.float32)
-        self.params = model.trainable_parameters()
-        self.optimizer = torch.optim.AdamW(self.params, lr=train.lr, weight_decay=train.weight_decay)
+        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        # accelerate places the model, wraps it for the launched engine (DDP, FSDP, DeepSpeed) and
+        # runs mixed precision; ``accelerate launch`` decides the engine and the process count.
+        self.accelerator = Accelerator(cpu=model.device.type == "cpu", mixed_precision=train.mixed_precision)
+        model.forward_module, self.optimizer = self.accelerator.prepare(model.denoiser, optimizer)
+        self.params = [p for p in model.forward_module.parameters() if p.requires_grad]
         self.ema = EMAModel(self.params, decay=train.ema_decay) if train.ema_decay > 0 else None
 
     # -- setup -----------------------------------------------------------------------------------
@@ -134,11 +145,12 @@ class Trainer:
             finally:
                 denoiser.enable_adapters()
         else:
-            self.model.denoiser = self._reference_denoiser
+            prepared = self.model.forward_module
+            self.model.forward_module = self._reference_denoiser
             try:
                 yield
             finally:
-                self.model.denoiser = denoiser
+                self.model.forward_module = prepared
 
     @contextmanager
     def evaluation_weights(self):
@@ -213,50 +225,67 @@ class Trainer:
         return schedule.step(i, out, x, s.noise_level, prev_sample=ro.latents[samples, i + 1])
 
     def reference_kl(self, ro: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise, transition) -> torch.Tensor:
-        """Mean KL between the policy's and the reference policy's step distributions."""
+        """Per-sample KL between the policy's and the reference policy's step distributions (B,)."""
         with torch.no_grad(), self.reference_policy():
             reference = self.recompute_transition(ro, schedule, samples, i, cond_noise)
-        return mean_kl(transition.mean, reference.mean, transition.std).mean()
+        return mean_kl(transition.mean, reference.mean, transition.std)
 
     def micro_batches(self, kept: torch.Tensor, num_steps: int, epoch: int) -> list[tuple[torch.Tensor, list[int]]]:
-        """The kept samples in a seeded random order, in micro-batches, each with the timesteps it
-        trains on. Every process gets the same number of micro-batches (empty ones pad the shorter
-        lists), so that gradient averaging lines up."""
+        """The whole batch's kept samples (global indices) in a seeded random order, in micro-batches,
+        each with the timesteps it trains on. Every process draws the same plan, and trains on the
+        part of each micro-batch it rolled out: the same optimizer steps on the same samples
+        whatever the process count."""
         train = self.cfg.train
         n_train = max(1, round(num_steps * train.timestep_fraction))
         rng = _rng(self.cfg.run.seed, self.iteration, UPDATE_STREAM, epoch)
         kept_idx = torch.nonzero(kept).flatten()
         order = kept_idx[torch.as_tensor(rng.permutation(len(kept_idx)))]
         batches = [order[k : k + train.micro_batch] for k in range(0, len(order), train.micro_batch)]
-        batches += [order[:0]] * (dist.max_over_processes(len(batches)) - len(batches))
-        return [(b, sorted(rng.choice(num_steps, size=n_train, replace=False).tolist()) if len(b) else [])
-                for b in batches]
+        return [(b, sorted(rng.choice(num_steps, size=n_train, replace=False).tolist())) for b in batches]
 
-    def accumulate_micro_batch(self, ro: Rollout, schedule, samples: torch.Tensor, timesteps: list[int],
-                               advantages: torch.Tensor, log: UpdateLog) -> None:
-        """Backpropagate the loss of one micro-batch, one timestep at a time."""
+    def accumulate_micro_batch(self, ro: Rollout, schedule, batch: torch.Tensor, timesteps: list[int],
+                               advantages: torch.Tensor, mine: torch.Tensor, sync: bool, log: UpdateLog) -> None:
+        """Backpropagate this process's part of one micro-batch's loss, one timestep at a time.
+
+        The micro-batch loss is the mean over its N samples; this process adds sum_{its samples}
+        L_i / N times the process count W, since the engine averages gradients over processes. A
+        process that holds none of the micro-batch runs a zero-weight pass, so that every process
+        takes part in each synchronisation. Gradients are synchronised only on the last backward
+        before an optimizer step (``sync``)."""
         train = self.cfg.train
+        world = dist.world()[1]
+        position = {int(g): k for k, g in enumerate(mine)}
+        samples = torch.tensor([position[int(g)] for g in batch if int(g) in position], dtype=torch.long)
+        share = float(world)
+        if len(samples) == 0:
+            samples, share = torch.zeros(1, dtype=torch.long), 0.0
         cond_noise = condition_noise(ro.cond[samples], ro.seeds[samples]) if ro.prompt_noise is not None else None
-        for i in timesteps:
-            transition = self.recompute_transition(ro, schedule, samples, i, cond_noise)
-            policy_loss, stats = clipped_policy_loss(transition.log_prob, ro.log_probs[samples, i],
-                                                     advantages[samples, i], train.clip_range)
-            kl_penalty = self.reference_kl(ro, schedule, samples, i, cond_noise, transition) if train.kl_coef > 0 else None
-            loss = policy_loss if kl_penalty is None else policy_loss + train.kl_coef * kl_penalty
-            ensure_finite("loss", loss.detach())
-            (loss / (len(timesteps) * train.grad_accum)).backward()
+        for k, i in enumerate(timesteps):
+            last = sync and k == len(timesteps) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model.forward_module):
+                transition = self.recompute_transition(ro, schedule, samples, i, cond_noise)
+                losses, stats = clipped_policy_loss(transition.log_prob, ro.log_probs[samples, i],
+                                                    advantages[samples, i], train.clip_range)
+                policy_loss = losses.sum() / len(batch) * share
+                kl_penalty = None
+                if train.kl_coef > 0:
+                    kl_penalty = self.reference_kl(ro, schedule, samples, i, cond_noise, transition).sum() / len(batch) * share
+                loss = policy_loss if kl_penalty is None else policy_loss + train.kl_coef * kl_penalty
+                ensure_finite("loss", loss.detach())
+                self.accelerator.backward(loss / (len(timesteps) * train.grad_accum))
 
-            log.loss.append(float(loss.detach()))
-            if kl_penalty is not None:
-                log.kl.append(float(kl_penalty.detach()))
-            log.clip_fraction.append(float(stats["clip_fraction"]))
-            log.approx_kl.append(float(stats["approx_kl"]))
-            log.ratios.append(stats["ratio"])
+            if share:
+                log.loss.append(float(loss.detach()))
+                if kl_penalty is not None:
+                    log.kl.append(float(kl_penalty.detach()))
+                log.clip_fraction.append(float(stats["clip_fraction"]))
+                log.approx_kl.append(float(stats["approx_kl"]))
+                log.ratios.append(stats["ratio"])
 
     def optimizer_step(self) -> float:
-        """Average gradients over processes, clip, step; returns the gradient norm before clipping."""
-        dist.average_gradients(self.params)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm))
+        """Clip and step (gradients are already averaged over processes by the engine); returns
+        the gradient norm before clipping."""
+        grad_norm = float(self.accelerator.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm))
         ensure_finite("gradient norm", grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -264,21 +293,23 @@ class Trainer:
             self.ema.step(self.params)
         return grad_norm
 
-    def update(self, ro: Rollout, advantages: torch.Tensor, kept: torch.Tensor) -> dict[str, float]:
-        """PPO-clipped updates on this process's kept samples; one optimizer step per
-        ``train.grad_accum`` micro-batches (and at the end of each epoch)."""
+    def update(self, ro: Rollout, advantages: torch.Tensor, kept: torch.Tensor, mine: torch.Tensor) -> dict[str, float]:
+        """PPO-clipped updates; one optimizer step per ``train.grad_accum`` micro-batches (and at the
+        end of each epoch). ``advantages`` (B_local, T) are this process's samples', ``kept`` (B,)
+        the whole batch's mask, ``mine`` the global indices of this process's samples."""
         train = self.cfg.train
         schedule = self.model.schedule(ro.num_steps)
         log = UpdateLog()
-        self.model.denoiser.train()
+        self.model.forward_module.train()
         for epoch in range(train.inner_epochs):
             batches = self.micro_batches(kept, ro.num_steps, epoch)
             self.optimizer.zero_grad(set_to_none=True)
-            for b, (samples, timesteps) in enumerate(batches):
-                self.accumulate_micro_batch(ro, schedule, samples, timesteps, advantages, log)
-                if (b + 1) % train.grad_accum == 0 or b + 1 == len(batches):
+            for b, (batch, timesteps) in enumerate(batches):
+                step_now = (b + 1) % train.grad_accum == 0 or b + 1 == len(batches)
+                self.accumulate_micro_batch(ro, schedule, batch, timesteps, advantages, mine, step_now, log)
+                if step_now:
                     log.grad_norm.append(self.optimizer_step())
-        return log.summary()
+        return dist.mean_over_processes(log.summary())
 
     # -- one iteration ---------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -291,13 +322,13 @@ class Trainer:
         advantages, kept = drift_advantages(batch.rewards, batch.features, batch.step_features, self.cfg,
                                             ro.num_steps)
         ensure_finite("advantages", advantages)
-        metrics = self.update(ro, advantages[mine], kept[mine])
+        metrics = self.update(ro, advantages[mine], kept, mine)
         t2 = time.perf_counter()
 
         group_ids = torch.arange(len(batch.rewards)) // self.cfg.sampling.group_size
         metrics.update(
             reward_mean=float(batch.rewards.mean()), reward_std=float(batch.rewards.std()),
-            kept_fraction=float(kept.float().mean()),
+            kept_fraction=float(kept.float().mean()), processes=dist.world()[1],
             time_rollout=t1 - t0, time_update=t2 - t1, time_iteration=t2 - t0,
             **{f"reward/{k}": float(v.mean()) for k, v in batch.reward_terms.items()},
             **diversity_report(batch.features, group_ids),
@@ -344,36 +375,43 @@ class Trainer:
             done = self.iteration == total
             if self.eval_prompts and (done or (every and self.iteration % every == 0)):
                 emit({f"eval/{k}": v for k, v in self.record_evaluation().items()}, self.iteration)
-            if checkpoint_dir is not None and dist.is_main() and (done or (ck_every and self.iteration % ck_every == 0)):
-                self.save_checkpoint(Path(checkpoint_dir) / checkpoints.checkpoint_name(self.iteration))
-                checkpoints.prune(checkpoint_dir, self.cfg.checkpoint.keep_last)
+            if checkpoint_dir is not None and (done or (ck_every and self.iteration % ck_every == 0)):
+                if self.save_checkpoint(Path(checkpoint_dir) / checkpoints.checkpoint_name(self.iteration)):
+                    checkpoints.prune(checkpoint_dir, self.cfg.checkpoint.keep_last)
         bar.close()
         return self.trajectory
 
     # -- checkpoints -----------------------------------------------------------------------------
     def trained_weights(self) -> dict[str, torch.Tensor]:
-        """The weights training changes: the LoRA adapters, or the whole denoiser."""
+        """The weights training changes, whole on the main process however the engine shards them:
+        the LoRA adapters, or the whole denoiser. A collective: every process must call it."""
+        full = get_model_state_dict(self.model.forward_module, options=FULL_STATE)
         if self.cfg.train.lora.enabled:
             from peft import get_peft_model_state_dict
 
-            return get_peft_model_state_dict(self.model.denoiser)
-        return self.model.denoiser.state_dict()
+            return get_peft_model_state_dict(self.model.denoiser, state_dict=full)
+        return full
 
     def state_dict(self) -> dict:
-        """Everything but the weights that resuming needs, as plain data and tensors."""
+        """Everything but the weights that resuming needs, as plain data and tensors; the optimizer
+        state is keyed by parameter names, so that it loads under any process count. A collective."""
         np_state = np.random.get_state()
         return {
             "iteration": self.iteration,
             "trajectory": self.trajectory,
             "config": self.cfg.model_dump(mode="json"),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": get_optimizer_state_dict(self.model.forward_module, self.optimizer.optimizer, options=FULL_STATE),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": {"torch": torch.get_rng_state(), "numpy": [np_state[0], np_state[1], *np_state[2:]],
                     "python": random.getstate()},
         }
 
-    def save_checkpoint(self, path: str | Path) -> Path:
-        return checkpoints.save_checkpoint(path, self.trained_weights(), self.state_dict())
+    def save_checkpoint(self, path: str | Path) -> Path | None:
+        """Every process gathers the state; the main process writes it (returns the path there)."""
+        weights, state = self.trained_weights(), self.state_dict()
+        if not dist.is_main():
+            return None
+        return checkpoints.save_checkpoint(path, weights, state)
 
     def load_checkpoint(self, path: str | Path, allow_config_change: bool = False) -> None:
         self.restore(checkpoints.load_checkpoint(path), allow_config_change)
@@ -394,10 +432,9 @@ class Trainer:
 
             set_peft_model_state_dict(self.model.denoiser, ckpt.weights)
         else:
-            self.model.denoiser.load_state_dict(ckpt.weights)
-        optimizer = state["optimizer"]
-        optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
-        self.optimizer.load_state_dict(optimizer)
+            set_model_state_dict(self.model.forward_module, ckpt.weights, options=FULL_STATE)
+        set_optimizer_state_dict(self.model.forward_module, self.optimizer.optimizer, state["optimizer"],
+                                 options=FULL_STATE)
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         rng = state["rng"]
