@@ -87,7 +87,7 @@ def test_committed_configs_are_valid_zenml_run_configs_carrying_drift_configs(na
         assert run.schedule is not None and run.schedule.cron_expression == "0 3 * * *"
 
 
-@pytest.mark.parametrize("name", ["sd15_pickscore", "sd35m_pickscore"])
+@pytest.mark.parametrize("name", ["sd15_pickscore", "sd35m_pickscore", "flux_dev_pickscore"])
 def test_real_model_configs_ask_for_gpus_only_where_needed(name):
     from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
 

@@ -282,11 +282,14 @@ class Trainer:
                 log.approx_kl.append(float(stats["approx_kl"]))
                 log.ratios.append(stats["ratio"])
 
-    def optimizer_step(self) -> float:
+    def optimizer_step(self) -> float | None:
         """Clip and step (gradients are already averaged over processes by the engine); returns
-        the gradient norm before clipping."""
-        grad_norm = float(self.accelerator.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm))
-        ensure_finite("gradient norm", grad_norm)
+        the gradient norm before clipping, or None where the engine clips inside its own step
+        (DeepSpeed, configured with gradient_clipping)."""
+        grad_norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm)
+        if grad_norm is not None:
+            grad_norm = float(grad_norm)
+            ensure_finite("gradient norm", grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
@@ -307,8 +310,8 @@ class Trainer:
             for b, (batch, timesteps) in enumerate(batches):
                 step_now = (b + 1) % train.grad_accum == 0 or b + 1 == len(batches)
                 self.accumulate_micro_batch(ro, schedule, batch, timesteps, advantages, mine, step_now, log)
-                if step_now:
-                    log.grad_norm.append(self.optimizer_step())
+                if step_now and (grad_norm := self.optimizer_step()) is not None:
+                    log.grad_norm.append(grad_norm)
         return dist.mean_over_processes(log.summary())
 
     # -- one iteration ---------------------------------------------------------------------------
