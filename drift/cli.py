@@ -41,9 +41,11 @@ def cmd_testbed_data(args) -> int:
 
 def cmd_testbed_classifier(args) -> int:
     from drift.config import load_testbed_params
+    from drift.testbed import deterministic_build
     from drift.testbed.classifier import train_classifier
     from drift.testbed.data import load_images
 
+    deterministic_build()
     p = load_testbed_params(args.params)
     data = load_images(args.images)
     model, accuracy = train_classifier(data["images"], data["labels"], data["is_test"], p.classifier.epochs,
@@ -57,9 +59,11 @@ def cmd_testbed_classifier(args) -> int:
 def cmd_testbed_pretrain(args) -> int:
     from drift.config import load_testbed_params
     from drift.data.prompts import read_prompts
+    from drift.testbed import deterministic_build
     from drift.testbed.data import load_images
     from drift.testbed.pretrain import pretrain, save
 
+    deterministic_build()
     p = load_testbed_params(args.params).model_dump()
     b = p["base_model"]
     data = load_images(args.images)
