@@ -6,7 +6,7 @@ import math
 import pytest
 import yaml
 
-from drift.bench.pareto import compare, load_bench_config, parse_seeds, run_benchmark
+from drift.bench.pareto import _run_key, compare, load_bench_config, parse_seeds, run_benchmark
 from drift.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -46,6 +46,11 @@ def test_pareto_benchmark_smoke(testbed, tmp_path):
     assert "drift_without_shaping" in table and "Seeds 5, 7" in table and "final recall" in table
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["seeds"] == [5, 7]
     assert json.loads((tmp_path / "out" / "trajectories.json").read_text())["grpo"]["5"][0]["iteration"] == 0
+    # an interrupted or repeated benchmark reuses the runs it recorded, unless their configuration changed
+    again = run_benchmark(bench, base, seeds=[5, 7], out_dir=tmp_path / "out", progress=False, resume=True)
+    assert again["trajectories"] == result["trajectories"] and again["wall_seconds"] < 0.5 * result["wall_seconds"]
+    changed = base.with_overrides({"drift.shaping.weight": 0.5})
+    assert _run_key(bench.run_config(changed, "drift", 5), None, bench) != _run_key(bench.run_config(base, "drift", 5), None, bench)
 
 
 def test_seeds_are_a_count_or_a_list():

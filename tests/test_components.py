@@ -221,3 +221,26 @@ def test_matched_levels_interpolate_along_the_trajectory():
     assert [r["alignment"] for r in rows] == [1.0, 2.0, 3.0]
     assert rows[1]["gain"] == pytest.approx((0.8 - 0.6) / 0.6)
     assert pareto_front([(0, 1), (1, 0.5), (0.5, 0.4), (2, 0.1)]) == [0, 1, 3]
+
+
+@pytest.mark.parametrize("field, value", [("drift.prompt_noise.form", "gaussian"), ("drift.prompt_noise.floor", 1.0),
+                                          ("drift.shaping.gate", "sometimes"), ("drift.shaping.over", "batch"),
+                                          ("drift.shaping.final_weight", -1.0), ("drift.shaping.weight_iterations", -2),
+                                          ("eval.coverage.k", 0)])
+def test_new_fields_are_validated_naming_the_field(field, value):
+    from drift.config import load_config
+    from drift.errors import ConfigError
+    from tests.conftest import ROOT
+
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(ROOT / "configs/digits.yaml", {field: value})
+
+
+def test_retraining_configs_run_the_default_drift():
+    import yaml
+    from tests.conftest import ROOT
+
+    section = lambda name: yaml.safe_load((ROOT / "configs" / name).read_text())["parameters"]["config"]  # noqa: E731
+    for name in ("retrain.yaml", "retrain_local.yaml"):
+        assert section(name)["drift"] == section("digits.yaml")["drift"]
+        assert section(name)["eval"] == section("digits.yaml")["eval"]

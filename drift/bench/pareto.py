@@ -287,34 +287,60 @@ def train_run(bench: BenchConfig, cfg: DriftConfig, target: float | None, callba
     return trajectory
 
 
+def _run_key(cfg: DriftConfig, target: float | None, bench: BenchConfig) -> str:
+    """What determines a run's trajectory: its run configuration and how far it trains on."""
+    return json.dumps({"config": cfg.model_dump(mode="json"), "target": target, "eval_every": bench.eval_every,
+                       "max_iterations": bench.max_iterations}, sort_keys=True)
+
+
+def load_runs(out: Path) -> dict:
+    """Runs recorded in ``out`` by an earlier (possibly interrupted) benchmark, by 'method/seed'."""
+    path = out / "runs.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path, tracker=None,
-                  progress: bool = True) -> dict:
-    """Every method on every seed (the baseline first, since the others may train on to its final
-    alignment), the analysis, and the outputs in ``out_dir``."""
+                  progress: bool = True, resume: bool = False) -> dict:
+    """Every method on every seed (the baseline on every seed first, since the others may train on
+    to its final alignment), the analysis, and the outputs in ``out_dir``. Each finished run is
+    recorded in ``out_dir``/runs.json with its configuration; with ``resume``, runs recorded there
+    with the same configuration and extension are reused instead of trained again."""
     tracker = tracker or NullTracker()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    recorded = load_runs(out) if resume else {}
     order = [bench.baseline, *[m for m in bench.methods if m != bench.baseline]]
     trajectories: dict[str, dict[int, list[dict]]] = {name: {} for name in bench.methods}
     with tracker.run("pareto-benchmark", {"seeds": ",".join(map(str, seeds)), "iterations": bench.iterations,
                                           "max_iterations": bench.max_iterations, "methods": ",".join(bench.methods)}):
-        for seed in seeds:
-            for name in order:
+        for name in order:
+            for seed in seeds:
                 cfg = bench.run_config(base, name, seed)
                 target = None
                 if name != bench.baseline and bench.max_iterations:
-                    target = max(bench.reach_fractions) * trajectories[bench.baseline][seed][-1]["alignment"]
+                    target = max(bench.reach_fractions) * within_budget(
+                        trajectories[bench.baseline][seed], bench.iterations)[-1]["alignment"]
+                key, run_id = _run_key(cfg, target, bench), f"{name}/seed{seed}"
+                if run_id in recorded and recorded[run_id]["key"] == key:
+                    trajectories[name][seed] = recorded[run_id]["trajectory"]
+                    continue
                 if progress:
                     print(f"[{time.perf_counter() - start:6.0f} s] {name}, seed {seed}", flush=True)
-                with tracker.run(f"{name}/seed{seed}", {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
+                run_start = time.perf_counter()
+                with tracker.run(run_id, {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
                     trajectories[name][seed] = train_run(bench, cfg, target, tracker.log_metrics, progress)
+                recorded[run_id] = {"key": key, "seconds": time.perf_counter() - run_start,
+                                    "trajectory": trajectories[name][seed]}
+                (out / "runs.json").write_text(json.dumps(recorded))
         result = {
             "baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
             "max_iterations": bench.max_iterations, "reach_fractions": bench.reach_fractions,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
             "trajectories": trajectories,
             "analysis": analyse(trajectories, bench.baseline, bench.levels, bench.iterations, bench.reach_fractions),
+            # training time of the runs in the table, whether trained now or reused
+            "run_seconds": sum(recorded[f"{n}/seed{s}"]["seconds"] for n in bench.methods for s in seeds),
         }
         result["wall_seconds"] = time.perf_counter() - start
         write_outputs(out, result)
