@@ -199,14 +199,16 @@ def cmd_bench_testbed(args) -> int:
 
 def cmd_bench_pareto(args, tracker=None) -> int:
     """The benchmark; ``tracker`` (mlops.tracking.MlflowTracker from the console script) records it."""
-    from drift.bench.pareto import load_bench_config, run_benchmark
+    from drift.bench.pareto import load_bench_config, parse_seeds, run_benchmark
 
+    seeds = parse_seeds(args.seeds)
     bench, base = load_bench_config(args.config, _parse_overrides(args.set))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = run_benchmark(bench, base, args.seeds, out, tracker)
+    result = run_benchmark(bench, base, seeds, out, tracker, resume=args.resume)
     print((out / "table.md").read_text())
-    print(f"{len(bench.methods)} methods x {args.seeds} seed(s) in {result['wall_seconds']:.0f} s; outputs in {out}")
+    print(f"{len(bench.methods)} methods x seeds {','.join(map(str, seeds))} in {result['wall_seconds']:.0f} s "
+          f"({result['run_seconds']:.0f} s of training in all, reused runs included); outputs in {out}")
     return 0
 
 
@@ -292,8 +294,10 @@ def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.
     p.add_argument("-c", "--config", required=True, help="benchmark configuration (configs/bench/*.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a benchmark field, e.g. --set iterations=10")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", default="3", help="a count N (seeds 0 .. N-1) or a comma-separated list, e.g. 100,101,102")
     p.add_argument("--out", required=True, help="output directory (table, plot, trajectories)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the runs recorded in --out (runs.json) whose configuration is unchanged")
     p.set_defaults(handler=cmd_bench_pareto)
     commands["bench pareto"] = p
 

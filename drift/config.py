@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drift.errors import ConfigError
 
@@ -187,6 +187,15 @@ class PromptNoiseSection(_Section):
 
     enabled: bool = False
     """Turn prompt noise on."""
+    form: Literal["cads", "additive", "anchored"] = "cads"
+    """How the noise n perturbs the prompt embedding y, with g the annealing weight
+    (drift.method.prompt_noise.perturb): 'cads' y' = sqrt(g) y + s sqrt(1 - g) n (the prompt is
+    replaced by noise where g = 0 unless floor > 0); 'additive' y' = y + s sqrt(1 - g) n (keeps the
+    prompt); 'anchored' y' = y + (1 - g) s rms(y) n (a perturbation within s times the prompt's
+    RMS, blended back to the prompt as tau falls)."""
+    floor: float = Field(0.0, ge=0, lt=1.0)
+    """Lower bound on the annealing weight g, so that the CADS form keeps at least sqrt(floor) of
+    the prompt at every tau; 0 for none."""
     scale: float = Field(0.25, ge=0)
     """s, the noise scale at the start of training."""
     tau1: float = Field(0.6, ge=0, le=1.0)
@@ -218,11 +227,28 @@ class ShapingSection(_Section):
     """'terminal': r'_i = r_i + lambda std_g(r) Phi_i; 'dense': per-step terms
     F_t = gamma Phi(x0_hat_{t+1}) - Phi(x0_hat_t) on the predicted clean samples."""
     weight: float = Field(1.0, ge=0)
-    """lambda, in units of the group's reward standard deviation (scale-free)."""
+    """lambda at the start of training, in units of the reward standard deviation of the samples
+    in `over` (scale-free)."""
+    final_weight: float = Field(0.0, ge=0)
+    """lambda at the end of the schedule over training iterations (see weight_iterations)."""
+    weight_iterations: int = Field(0, ge=0)
+    """Iterations over which lambda moves linearly from weight to final_weight, constant
+    afterwards; 0 keeps lambda = weight throughout."""
     gamma: float = Field(1.0, gt=0, le=1.0)
     """gamma of the dense shaping terms (1: they telescope to the terminal bonus)."""
-    gate: bool = False
-    """Give the bonus only to samples whose reward is at least the group mean."""
+    gate: Literal["none", "mean", "drive"] = "none"
+    """Who receives the bonus: 'none' every sample; 'mean' only samples whose reward is at least the
+    mean of `over`, the potential normalised over all of `over`; 'drive' the same samples, with the
+    potential min-max normalised over them only (as in DRIVE). true / false read as 'mean' / 'none'."""
+    over: Literal["group", "kept"] = "group"
+    """Samples whose rewards set the bonus's spread and the gate's mean, and over which the
+    potential is normalised: the whole group, or the subset kept by component 1 (the samples whose
+    advantages are normalised; the same as the group when the subset is off)."""
+
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _boolean_gate(cls, value):
+        return {True: "mean", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
 class DriftSection(_Section):
@@ -232,6 +258,20 @@ class DriftSection(_Section):
     """Component 2, annealed prompt-embedding noise."""
     shaping: ShapingSection = Field(default_factory=ShapingSection)
     """Component 3, potential-based diversity shaping."""
+
+
+class CoverageSection(_Section):
+    """Coverage of the real data: precision, recall (Kynkaanniemi et al. 2019) and the Frechet
+    distance of each class's evaluation samples against the real images of that class, in the
+    run's embedding space (drift.scoring.coverage)."""
+
+    name: str = Field(..., min_length=1)
+    """A registered reference set (drift.registry.REFERENCES): real images per class and the class
+    each prompt asks for, e.g. digit_images."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the reference set's factory (e.g. images: data/testbed/digits.npz)."""
+    k: int = Field(3, ge=1)
+    """k of the k-nearest-neighbour manifolds of precision and recall."""
 
 
 class EvalSection(_Section):
@@ -246,6 +286,8 @@ class EvalSection(_Section):
     noise_level: float | None = Field(None, ge=0.0)
     """Sampler noise for evaluation (seeded, so still reproducible); None uses sampling.noise_level,
     0 the deterministic sampler."""
+    coverage: CoverageSection | None = None
+    """Coverage metrics against real data per class; None (the default) skips them."""
 
 
 class CheckpointSection(_Section):

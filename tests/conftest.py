@@ -76,7 +76,7 @@ def small_config(testbed, **overrides):
     return load_config(ROOT / "configs" / "digits.yaml", {
         "model.source": str(root / "base_model"), "data.prompts": str(testbed["prompts"]),
         "reward": [{"name": "digit_margin", "args": clf}], "embedding": {"name": "digit_features", "args": clf},
-        "run.output_dir": str(root / "runs"), **overrides,
+        "eval.coverage.args.images": str(testbed["images"]), "run.output_dir": str(root / "runs"), **overrides,
     })
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import yaml
 
-from drift.bench.pareto import load_bench_config, run_benchmark
+from drift.bench.pareto import _run_key, compare, load_bench_config, parse_seeds, run_benchmark
 from drift.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -16,26 +16,69 @@ def test_pareto_benchmark_smoke(testbed, tmp_path):
     clf = {"checkpoint": str(root / "classifier")}
     committed = yaml.safe_load((ROOT / "configs/bench/digits_pareto.yaml").read_text())
     smoke = {**committed, "base_config": str(ROOT / "configs/digits.yaml"), "iterations": 2, "eval_every": 1,
+             "max_iterations": 3,
              "base_overrides": {"model.source": str(root / "base_model"), "data.prompts": str(testbed["prompts"]),
                                 "reward": [{"name": "digit_margin", "args": clf}],
                                 "embedding": {"name": "digit_features", "args": clf},
+                                "eval.coverage.args.images": str(testbed["images"]),
                                 "sampling.group_size": 4, "sampling.prompts_per_iteration": 3,
                                 "eval.num_prompts": 3, "eval.samples_per_prompt": 4}}
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(smoke))
     bench, base = load_bench_config(path)
-    result = run_benchmark(bench, base, seeds=2, out_dir=tmp_path / "out", progress=False)
+    result = run_benchmark(bench, base, seeds=[5, 7], out_dir=tmp_path / "out", progress=False)
 
     assert set(result["trajectories"]) == set(committed["methods"])
-    for runs in result["trajectories"].values():
-        assert sorted(runs) == [0, 1] and all(len(t) == 3 for t in runs.values())
+    for name, runs in result["trajectories"].items():
+        assert sorted(runs) == [5, 7]
+        for seed, t in runs.items():
+            # the budget of 2 iterations, then on to the baseline's final alignment or the cap of 3
+            final = result["trajectories"]["grpo"][seed][2]["alignment"]
+            assert len(t) == 3 or (name != "grpo" and len(t) == 4 and t[2]["alignment"] < final)
+            assert {"precision", "recall", "frechet"} <= set(t[0])
     rows = {r["method"]: r for r in result["analysis"]["table"]}
     self_gain = rows["grpo"]["diversity_gain_at_matched_alignment"]["mean"]
     assert self_gain == 0.0 or math.isnan(self_gain)  # the baseline against itself
+    assert rows["grpo"]["diversity_ratio_at_100"]["per_seed"] == [1.0, 1.0]
     for name in ("table.md", "table.csv", "pareto.png", "trajectories.json", "summary.json"):
         assert (tmp_path / "out" / name).stat().st_size > 0
-    assert "drift_without_shaping" in (tmp_path / "out" / "table.md").read_text()
-    assert json.loads((tmp_path / "out" / "trajectories.json").read_text())["grpo"]["0"][0]["iteration"] == 0
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "drift_without_shaping" in table and "Seeds 5, 7" in table and "final recall" in table
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["seeds"] == [5, 7]
+    assert json.loads((tmp_path / "out" / "trajectories.json").read_text())["grpo"]["5"][0]["iteration"] == 0
+    # an interrupted or repeated benchmark reuses the runs it recorded, unless their configuration changed
+    again = run_benchmark(bench, base, seeds=[5, 7], out_dir=tmp_path / "out", progress=False, resume=True)
+    assert again["trajectories"] == result["trajectories"] and again["wall_seconds"] < 0.5 * result["wall_seconds"]
+    changed = base.with_overrides({"drift.shaping.weight": 0.5})
+    assert _run_key(bench.run_config(changed, "drift", 5), None, bench) != _run_key(bench.run_config(base, "drift", 5), None, bench)
+
+
+def test_seeds_are_a_count_or_a_list():
+    assert parse_seeds("3") == [0, 1, 2]
+    assert parse_seeds("100,101,102") == [100, 101, 102]
+    for bad in ("0", "1,1", "a,b", "-1,2"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def _trajectory(alignments, diversities, recalls):
+    return [{"iteration": 5 * i, "alignment": a, "diversity": d, "vendi": 1.0, "precision": 1.0, "recall": r,
+             "frechet": 1.0} for i, (a, d, r) in enumerate(zip(alignments, diversities, recalls))]
+
+
+def test_reach_levels_and_gains_over_the_base_model():
+    grpo = _trajectory([5, 7, 9, 11], [0.08, 0.05, 0.03, 0.01], [0.8, 0.6, 0.4, 0.2])
+    # slower: 10 at the budget (iteration 15), 11 only at iteration 20, trained on past the budget
+    method = _trajectory([5, 8, 9, 10, 12], [0.08, 0.08, 0.07, 0.06, 0.04], [0.8, 0.8, 0.7, 0.6, 0.4])
+    row = compare(method, grpo, iterations=15, levels=3, fractions=[0.9, 1.0])
+    assert row["final_alignment"] == 10 and row["final_recall"] == 0.6
+    assert row["iterations_to_90"] == pytest.approx(5 * (2 + (9.9 - 9) / 1))
+    assert row["iterations_to_100"] == pytest.approx(17.5)
+    assert row["diversity_at_100"] == pytest.approx(0.05)
+    assert row["diversity_ratio_at_100"] == pytest.approx(0.05 / 0.01)
+    assert row["recall_ratio_at_100"] == pytest.approx(0.5 / 0.2)
+    # at matched diversity 0.06 the method has alignment 10, GRPO 7 + 2 * (0.05 - 0.06) / (0.05 - 0.03) ...
+    assert row["alignment_improvement_gain_at_matched_diversity"] > row["alignment_gain_at_matched_diversity"] > 0
 
 
 def test_a_typo_in_a_method_fails_before_training(tmp_path):

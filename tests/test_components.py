@@ -8,7 +8,8 @@ import torch
 
 from drift.method import shaping
 from drift.scoring.diversity import mean_pairwise_cosine_distance, per_group, vendi_score
-from drift.method.prompt_noise import anneal_condition, anneal_weight, noise_scale
+from drift.method.prompt_noise import anneal_condition, anneal_weight, perturb
+from drift.method.schedule import linear_schedule
 from drift.method.advantages import group_advantages
 from drift.method.subset import select_subset, window_subset, zscore_subset
 
@@ -66,11 +67,49 @@ def test_rescaled_condition_keeps_the_clean_statistics():
     torch.testing.assert_close(out.std(dim=(1, 2)), y.std(dim=(1, 2)), atol=1e-5, rtol=1e-5)
 
 
-def test_noise_scale_decays_linearly_then_stays():
-    assert noise_scale(0, 0.4, 0.0, 10) == 0.4
-    assert noise_scale(5, 0.4, 0.0, 10) == pytest.approx(0.2)
-    assert noise_scale(50, 0.4, 0.1, 10) == pytest.approx(0.1)
-    assert noise_scale(50, 0.4, 0.0, 0) == 0.4
+def test_linear_schedule_endpoints():
+    assert linear_schedule(0, 0.4, 0.0, 10) == 0.4
+    assert linear_schedule(5, 0.4, 0.0, 10) == pytest.approx(0.2)
+    assert linear_schedule(10, 0.4, 0.1, 10) == pytest.approx(0.1)
+    assert linear_schedule(50, 0.4, 0.1, 10) == pytest.approx(0.1)
+    assert linear_schedule(50, 0.4, 0.0, 0) == 0.4
+    assert linear_schedule(3, 1.0, 4.0, 6) == pytest.approx(2.5)  # rising as well as falling
+
+
+@pytest.mark.parametrize("form", ["cads", "additive", "anchored"])
+def test_every_noise_form_is_the_clean_prompt_at_scale_zero_or_g_one(form):
+    y, n = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    for g in (0.0, 0.3, 1.0):
+        assert torch.equal(anneal_condition(y, n, g, 0.0, False, 1.0, form), y)
+    assert torch.equal(anneal_condition(y, n, 1.0, 0.7, True, 0.5, form), y)
+
+
+def test_additive_and_anchored_forms_keep_the_prompt_at_every_tau():
+    y, n = torch.randn(3, 4, 16) * 2, torch.randn(3, 4, 16)
+    rms = y.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+    for g in (0.0, 0.25, 0.81):
+        torch.testing.assert_close(perturb(y, n, g, 0.5, "additive"), y + 0.5 * math.sqrt(1 - g) * n)
+        torch.testing.assert_close(perturb(y, n, g, 0.5, "anchored"), y + (1 - g) * 0.5 * rms * n)
+    # where the CADS form has lost the prompt (g = 0), the others are centred on it
+    torch.testing.assert_close(perturb(y, n, 0.0, 0.5, "cads"), 0.5 * n)
+    anchored = perturb(y, n, 0.0, 0.1, "anchored")
+    assert ((anchored - y).pow(2).mean(dim=(1, 2)).sqrt() < 0.2 * rms.flatten()).all()  # within ~s * rms(y)
+
+
+def test_floor_keeps_g_at_or_above_it():
+    taus = [i / 20 for i in range(21)]
+    for floor in (0.0, 0.25, 0.6):
+        gs = [anneal_weight(t, 0.6, 0.9, floor) for t in taus]
+        assert min(gs) == pytest.approx(max(floor, 0.0)) and all(g >= floor for g in gs)
+        assert gs[0] == 1.0  # late steps: the clean prompt
+    y, n = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    floored = anneal_condition(y, n, anneal_weight(1.0, 0.6, 0.9, 0.25), 0.5, False, 1.0, "cads")
+    torch.testing.assert_close(floored, 0.5 * y + 0.5 * math.sqrt(0.75) * n)
+
+
+def test_unknown_noise_form_is_refused():
+    with pytest.raises(ValueError, match="form"):
+        perturb(torch.zeros(1, 2), torch.zeros(1, 2), 0.5, 0.1, "gaussian")
 
 
 def test_potential_is_min_max_normalised_diversity():
@@ -86,25 +125,77 @@ def test_dense_terms_telescope_to_the_terminal_bonus():
     r = torch.randn(6, generator=g)
     potentials = torch.rand(6, 5, generator=g)
     potentials[:, 0] = 0
-    scale = shaping.shaping_scale(r, 0.7, gate=False)
+    scale = shaping.shaping_scale(r, 0.7)
     terms = shaping.dense_shaping_terms(potentials, scale, gamma=1.0)
-    terminal = shaping.terminal_bonus(r, potentials[:, -1], 0.7, gate=False)
+    terminal = shaping.terminal_bonus(r, potentials[:, -1], scale)
     torch.testing.assert_close(r + terms.sum(dim=1), terminal)
     torch.testing.assert_close(shaping.returns_to_go(r, terms)[:, 0], terminal)
     torch.testing.assert_close(shaping.returns_to_go(r, terms)[:, -1], r + terms[:, -1])
 
 
-def test_lambda_zero_changes_nothing_and_gate_spares_low_rewards():
+def test_lambda_zero_changes_nothing_and_bonus_scales_with_the_reward_spread():
     r = torch.tensor([0.0, 1.0, 2.0, 3.0])
     phi = torch.tensor([1.0, 0.5, 0.0, 0.2])
-    assert torch.equal(shaping.terminal_bonus(r, phi, 0.0, gate=False), r)
-    assert torch.equal(shaping.dense_shaping_terms(torch.rand(4, 6), shaping.shaping_scale(r, 0.0, False), 0.9),
+    assert torch.equal(shaping.terminal_bonus(r, phi, shaping.shaping_scale(r, 0.0)), r)
+    assert torch.equal(shaping.dense_shaping_terms(torch.rand(4, 6), shaping.shaping_scale(r, 0.0), 0.9),
                        torch.zeros(4, 5))
-    gated = shaping.terminal_bonus(r, phi, 1.0, gate=True)
-    assert gated[:2].tolist() == [0.0, 1.0]  # below the mean: no bonus
-    assert gated[3] > r[3]
     # lambda is in units of the reward spread: scaling rewards scales the bonus
-    torch.testing.assert_close(shaping.terminal_bonus(10 * r, phi, 1.0, False), 10 * shaping.terminal_bonus(r, phi, 1.0, False))
+    bonus = lambda rewards: shaping.terminal_bonus(rewards, phi, shaping.shaping_scale(rewards, 1.0))  # noqa: E731
+    torch.testing.assert_close(bonus(10 * r), 10 * bonus(r))
+
+
+@pytest.mark.parametrize("gate", ["mean", "drive"])
+def test_gate_gives_no_bonus_below_the_mean(gate):
+    g = torch.Generator().manual_seed(1)
+    r, f = torch.randn(16, generator=g), torch.rand(16, 8, generator=g)
+    receives = shaping.gate_mask(r, gate)
+    assert torch.equal(receives, r >= r.mean())
+    phi = shaping.diversity_potential(f, shaping.potential_support(receives, torch.ones(16, dtype=torch.bool), gate))
+    shaped = shaping.terminal_bonus(r, phi, shaping.shaping_scale(r, 2.0, receives))
+    assert torch.equal(shaped[~receives], r[~receives])
+    assert (shaped[receives] >= r[receives]).all() and (shaped > r).any()
+
+
+def test_drive_potential_is_normalised_over_the_gated_samples():
+    g = torch.Generator().manual_seed(2)
+    r, f = torch.randn(16, generator=g), torch.rand(16, 8, generator=g)
+    receives = shaping.gate_mask(r, "drive")
+    phi = shaping.diversity_potential(f, receives)
+    assert phi[receives].min() == 0 and phi[receives].max() == 1 and (phi[~receives] == 0).all()
+    # the diversity ranking among the gated samples is that of d against the whole group
+    d = shaping.mean_cosine_distance(f)[receives]
+    assert torch.equal(torch.argsort(phi[receives]), torch.argsort(d))
+
+
+def test_statistics_over_the_kept_subset():
+    r = torch.tensor([0.0, 1.0, 2.0, 3.0, 100.0])
+    kept = torch.tensor([True, True, True, True, False])
+    receives = shaping.gate_mask(r, "mean", kept)
+    assert receives.tolist() == [False, False, True, True, False]  # mean over the kept is 1.5, not 21.2
+    scale = shaping.shaping_scale(r, 1.0, receives, kept)
+    torch.testing.assert_close(scale, r[:4].std(unbiased=False) * receives.float())
+
+
+def test_advantages_follow_the_weight_schedule_and_the_old_gate_spelling():
+    from drift.config import load_config
+    from drift.method.advantages import drift_advantages
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs/digits.yaml", {"drift.subset.enabled": False, "drift.shaping.weight": 0.0,
+                                                      "drift.shaping.final_weight": 2.0,
+                                                      "drift.shaping.weight_iterations": 10,
+                                                      "drift.shaping.gate": "none"})
+    P, G = cfg.sampling.prompts_per_iteration, cfg.sampling.group_size
+    g = torch.Generator().manual_seed(3)
+    r, f = torch.randn(P * G, generator=g), torch.rand(P * G, 8, generator=g)
+    plain, _ = drift_advantages(r, f, None, cfg.without_drift(), 4)
+    start, _ = drift_advantages(r, f, None, cfg, 4, iteration=0)
+    end, _ = drift_advantages(r, f, None, cfg, 4, iteration=10)
+    constant, _ = drift_advantages(r, f, None, cfg.with_overrides({"drift.shaping.weight": 2.0,
+                                                                   "drift.shaping.weight_iterations": 0}), 4)
+    torch.testing.assert_close(start, plain)
+    torch.testing.assert_close(end, constant)
+    assert cfg.with_overrides({"drift.shaping.gate": True}).drift.shaping.gate == "mean"
 
 
 def test_diversity_metrics():
@@ -130,3 +221,26 @@ def test_matched_levels_interpolate_along_the_trajectory():
     assert [r["alignment"] for r in rows] == [1.0, 2.0, 3.0]
     assert rows[1]["gain"] == pytest.approx((0.8 - 0.6) / 0.6)
     assert pareto_front([(0, 1), (1, 0.5), (0.5, 0.4), (2, 0.1)]) == [0, 1, 3]
+
+
+@pytest.mark.parametrize("field, value", [("drift.prompt_noise.form", "gaussian"), ("drift.prompt_noise.floor", 1.0),
+                                          ("drift.shaping.gate", "sometimes"), ("drift.shaping.over", "batch"),
+                                          ("drift.shaping.final_weight", -1.0), ("drift.shaping.weight_iterations", -2),
+                                          ("eval.coverage.k", 0)])
+def test_new_fields_are_validated_naming_the_field(field, value):
+    from drift.config import load_config
+    from drift.errors import ConfigError
+    from tests.conftest import ROOT
+
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(ROOT / "configs/digits.yaml", {field: value})
+
+
+def test_retraining_configs_run_the_default_drift():
+    import yaml
+    from tests.conftest import ROOT
+
+    section = lambda name: yaml.safe_load((ROOT / "configs" / name).read_text())["parameters"]["config"]  # noqa: E731
+    for name in ("retrain.yaml", "retrain_local.yaml"):
+        assert section(name)["drift"] == section("digits.yaml")["drift"]
+        assert section(name)["eval"] == section("digits.yaml")["eval"]

@@ -2,10 +2,13 @@
 
 Every method trains from the same base model with the same iterations, group size, prompts and
 rollout seeds (all drawn from (seed, iteration)), and is evaluated every ``eval_every`` iterations
-on the same held-out prompts and evaluation seeds. From the (alignment, diversity) trajectories:
-each method's diversity at matched alignment and alignment at matched diversity relative to the
-baseline (interpolated along each trajectory, averaged over the shared levels, then over seeds),
-and the Pareto front of all checkpoints.
+on the same held-out prompts and evaluation seeds. From the trajectories, within the budget of
+``iterations``: each method's diversity at matched alignment and alignment at matched diversity
+relative to the baseline (interpolated along each trajectory, averaged over the shared levels, then
+over seeds), its final metrics, and the Pareto front of all checkpoints. Beyond it: where each method
+reaches fractions of the baseline's final alignment (training on past the budget, up to
+``max_iterations``, where it needs to), after how many iterations, and its diversity and coverage
+there against the baseline's when it passed the same level.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from drift.build import build_trainer
 from drift.config import DriftConfig, describe_validation_error, load_config
 from drift.errors import ConfigError
-from drift.evaluation.matching import matched_comparison, pareto_front
+from drift.evaluation.matching import at_level, matched_comparison, pareto_front
 from drift.plots import trajectory_plot
 
 
@@ -36,23 +39,46 @@ class BenchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     base_config: Path
-    iterations: int = Field(60, ge=1)
+    iterations: int = Field(60, ge=1, description="the training budget every comparison is made at")
     eval_every: int = Field(5, ge=1)
     levels: int = Field(5, ge=1, description="matched levels per comparison")
     baseline: str = "grpo"
+    reach_fractions: list[float] = Field(default_factory=lambda: [0.9, 1.0], min_length=1,
+                                         description="levels, as fractions of the baseline's final alignment "
+                                                     "(same seed), where each method's iterations, diversity "
+                                                     "and coverage are reported")
+    max_iterations: int | None = Field(None, ge=1, description="methods that have not reached the highest "
+                                       "reach level after `iterations` train on, eval_every at a time, until "
+                                       "they do or reach this cap; None: no extension")
     base_overrides: dict[str, Any] = Field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = Field(..., min_length=2)
 
     @model_validator(mode="after")
-    def _baseline_listed(self):
+    def _consistent(self):
         if self.baseline not in self.methods:
             raise ValueError(f"baseline '{self.baseline}' is not one of the methods ({', '.join(self.methods)})")
+        if self.max_iterations is not None and self.max_iterations < self.iterations:
+            raise ValueError(f"max_iterations ({self.max_iterations}) is below iterations ({self.iterations})")
+        if any(not 0 < f <= 1.5 for f in self.reach_fractions):
+            raise ValueError(f"reach_fractions must lie in (0, 1.5], got {self.reach_fractions}")
         return self
 
     def run_config(self, base: DriftConfig, method: str, seed: int) -> DriftConfig:
         """The run configuration of one method and seed: the base plus the method's overrides."""
         return base.with_overrides({**self.methods[method], "run.seed": seed, "train.iterations": self.iterations,
                                     "eval.every": self.eval_every})
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: a count N (the seeds 0 .. N-1) or an explicit comma-separated list ('100,101,102')."""
+    try:
+        seeds = [int(x) for x in text.split(",")] if "," in text else list(range(int(text)))
+    except ValueError:
+        raise ConfigError(f"--seeds expects a count (3) or a comma-separated list of seeds (100,101,102), "
+                          f"got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds needs at least one seed, all distinct and non-negative, got {text!r}")
+    return seeds
 
 
 def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[BenchConfig, DriftConfig]:
@@ -75,7 +101,7 @@ def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None)
 
 
 class NullTracker:
-    """Tracking interface of the benchmark; the MLflow adapter lives in steps/tracking.py."""
+    """Tracking interface of the benchmark; the MLflow adapter lives in mlops/tracking.py."""
 
     @contextmanager
     def run(self, name: str, params: dict, nested: bool = False):
@@ -88,8 +114,8 @@ class NullTracker:
         pass
 
 
-def _mean_over_levels(rows: list[dict]) -> float:
-    gains = [r["gain"] for r in rows if math.isfinite(r["gain"])]
+def _mean_over_levels(rows: list[dict], key: str = "gain") -> float:
+    gains = [r[key] for r in rows if math.isfinite(r[key])]
     return float(np.mean(gains)) if gains else math.nan
 
 
@@ -101,98 +127,220 @@ def _stats(values: list[float]) -> dict:
             "per_seed": values}
 
 
+EVAL_METRICS = ("alignment", "diversity", "vendi", "precision", "recall", "frechet")
+COVERAGE = ("precision", "recall", "frechet")
+
+
+def within_budget(trajectory: list[dict], iterations: int) -> list[dict]:
+    return [p for p in trajectory if p["iteration"] <= iterations]
+
+
 def mean_trajectory(runs: dict[int, list[dict]]) -> list[dict]:
-    """Checkpoint-wise mean over seeds (all runs share the evaluation schedule)."""
+    """Checkpoint-wise mean over seeds of the metrics every run has (runs share the evaluation schedule)."""
     per_seed = list(runs.values())
-    return [{"iteration": pts[0]["iteration"],
-             **{k: float(np.mean([p[k] for p in pts])) for k in ("alignment", "diversity", "vendi")}}
+    keys = [k for k in EVAL_METRICS if all(k in t[0] for t in per_seed)]
+    return [{"iteration": pts[0]["iteration"], **{k: float(np.mean([p[k] for p in pts])) for k in keys}}
             for pts in zip(*per_seed)]
 
 
-def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, levels: int) -> dict:
+def at_alignment(trajectory: list[dict], level: float) -> dict[str, float]:
+    """Where a trajectory first reaches alignment ``level``: the (interpolated) iteration and every
+    other metric there; NaN throughout if it never does."""
+    xs = [p["alignment"] for p in trajectory]
+    return {k: at_level(xs, [p[k] for p in trajectory], level) for k in ("iteration", *EVAL_METRICS)
+            if k in trajectory[0] and k != "alignment"}
+
+
+def reach_table(run: list[dict], baseline: list[dict], iterations: int, fractions: list[float]) -> dict[str, float]:
+    """For each fraction f of the baseline's final alignment A (at ``iterations``): the iterations the
+    method needs to reach f A, its diversity and coverage there, and their ratio to the baseline's
+    when the baseline passed the same level."""
+    final = within_budget(baseline, iterations)[-1]["alignment"]
+    out = {}
+    for f in fractions:
+        mine, theirs = at_alignment(run, f * final), at_alignment(baseline, f * final)
+        tag = f"{round(100 * f)}"
+        out[f"iterations_to_{tag}"] = mine["iteration"]
+        for k in ("diversity", *COVERAGE):
+            if k in mine:
+                out[f"{k}_at_{tag}"] = mine[k]
+                out[f"{k}_ratio_at_{tag}"] = mine[k] / theirs[k] if theirs[k] else math.nan
+    return out
+
+
+def compare(run: list[dict], base_run: list[dict], iterations: int, levels: int, fractions: list[float]) -> dict:
+    """One method against the baseline on one seed."""
+    mine, theirs = within_budget(run, iterations), within_budget(base_run, iterations)
+    zero = run[0]["alignment"]  # the base model's alignment: both runs start from it
+    final = mine[-1]
+    return {
+        "diversity_gain_at_matched_alignment": _mean_over_levels(matched_comparison(mine, theirs, levels)),
+        "alignment_gain_at_matched_diversity": _mean_over_levels(
+            matched_comparison(mine, theirs, levels, "diversity", "alignment")),
+        "alignment_improvement_gain_at_matched_diversity": _mean_over_levels(
+            matched_comparison(mine, theirs, levels, "diversity", "alignment", zero=zero), "gain_over_zero"),
+        **{f"final_{k}": final[k] for k in EVAL_METRICS if k in final},
+        **reach_table(run, base_run, iterations, fractions),
+    }
+
+
+def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, levels: int, iterations: int,
+            fractions: list[float]) -> dict:
     base_runs = trajectories[baseline]
     table = []
     for name, runs in trajectories.items():
-        div = [_mean_over_levels(matched_comparison(runs[s], base_runs[s], levels, "alignment", "diversity"))
-               for s in sorted(runs)]
-        ali = [_mean_over_levels(matched_comparison(runs[s], base_runs[s], levels, "diversity", "alignment"))
-               for s in sorted(runs)]
-        final = [runs[s][-1] for s in sorted(runs)]
-        table.append({
-            "method": name,
-            "diversity_gain_at_matched_alignment": _stats(div),
-            "alignment_gain_at_matched_diversity": _stats(ali),
-            "final_alignment": _stats([f["alignment"] for f in final]),
-            "final_diversity": _stats([f["diversity"] for f in final]),
-            "final_vendi": _stats([f["vendi"] for f in final]),
-        })
-    means = {name: mean_trajectory(runs) for name, runs in trajectories.items()}
+        per_seed = [compare(runs[s], base_runs[s], iterations, levels, fractions) for s in sorted(runs)]
+        table.append({"method": name, **{k: _stats([c[k] for c in per_seed]) for k in per_seed[0]}})
+    means = {name: mean_trajectory({s: within_budget(t, iterations) for s, t in runs.items()})
+             for name, runs in trajectories.items()}
     points = [(name, p) for name, traj in means.items() for p in traj[1:]]
     front = [points[i] for i in pareto_front([(p["alignment"], p["diversity"]) for _, p in points])]
     return {"table": table, "mean_trajectories": means,
             "pareto_front": [{"method": n, **p} for n, p in front]}
 
 
-def _fmt(stat: dict, pct: bool) -> str:
-    if not math.isfinite(stat["mean"]):
-        return "n/a"
-    scale, unit = (100, "%") if pct else (1, "")
-    return f"{scale * stat['mean']:+.1f}{unit} ± {scale * stat['std']:.1f}" if pct else \
-        f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+def _pct(stat: dict) -> str:
+    return "n/a" if not math.isfinite(stat["mean"]) else f"{100 * stat['mean']:+.1f}% ± {100 * stat['std']:.1f}"
+
+
+def _num(stat: dict, digits: int = 4) -> str:
+    return "n/a" if not math.isfinite(stat["mean"]) else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _per_seed(stat: dict, fmt) -> str:
+    return ", ".join("n/a" if not math.isfinite(v) else fmt(v) for v in stat["per_seed"])
+
+
+def markdown_tables(result: dict) -> list[str]:
+    """The benchmark's tables: matched comparisons and final metrics within the budget, then the
+    reach levels, then the Pareto front."""
+    analysis, base = result["analysis"], result["baseline"]
+    rows = analysis["table"]
+    has = lambda key: key in rows[0]  # noqa: E731
+    cov = [k for k in COVERAGE if has(f"final_{k}")]
+    lines = [
+        f"Seeds {', '.join(map(str, result['seeds']))}; {result['iterations']} iterations; gains relative to "
+        f"{base} on the same seed (mean ± std over seeds). Alignment at matched diversity as the ratio of "
+        "alignments, and as the ratio of improvements over the base model (iteration 0).",
+        "",
+        f"| method | diversity at matched alignment | per seed | alignment at matched diversity | per seed | "
+        f"improvement at matched diversity | final alignment | final diversity | final Vendi | "
+        + "".join(f"final {k} | " for k in cov),
+        "|---" * (9 + len(cov)) + "|",
+    ]
+    for r in rows:
+        pct = lambda v: f"{100 * v:+.0f}%"  # noqa: E731
+        lines.append(
+            f"| {r['method']} | {_pct(r['diversity_gain_at_matched_alignment'])} | "
+            f"{_per_seed(r['diversity_gain_at_matched_alignment'], pct)} | {_pct(r['alignment_gain_at_matched_diversity'])} | "
+            f"{_per_seed(r['alignment_gain_at_matched_diversity'], pct)} | "
+            f"{_pct(r['alignment_improvement_gain_at_matched_diversity'])} | {_num(r['final_alignment'], 2)} | "
+            f"{_num(r['final_diversity'])} | {_num(r['final_vendi'], 3)} | "
+            + "".join(f"{_num(r[f'final_{k}'], 3)} | " for k in cov))
+    for f in result["reach_fractions"]:
+        tag = f"{round(100 * f)}"
+        lines += ["", f"Reaching {tag}% of {base}'s final alignment (same seed; trained past {result['iterations']} "
+                  f"iterations where needed, up to {result['max_iterations'] or result['iterations']}): the iterations "
+                  f"it takes, and the diversity and coverage there as a ratio to {base}'s when it passed the same level.",
+                  "", "| method | iterations | per seed | diversity | x " + base + " | per seed | "
+                  + "".join(f"{k} | x {base} | " for k in cov), "|---" * (6 + 2 * len(cov)) + "|"]
+        for r in rows:
+            ratio = r[f"diversity_ratio_at_{tag}"]
+            lines.append(
+                f"| {r['method']} | {_num(r[f'iterations_to_{tag}'], 1)} | "
+                f"{_per_seed(r[f'iterations_to_{tag}'], lambda v: f'{v:.0f}')} | {_num(r[f'diversity_at_{tag}'])} | "
+                f"{_num(ratio, 2)} | {_per_seed(ratio, lambda v: f'{v:.2f}x')} | "
+                + "".join(f"{_num(r[f'{k}_at_{tag}'], 3)} | {_num(r[f'{k}_ratio_at_{tag}'], 2)} | " for k in cov))
+    lines += ["", "Pareto front of the seed-averaged checkpoints within the budget (alignment up, diversity up):", "",
+              "| method | iteration | alignment | diversity |", "|---|---|---|---|"]
+    lines += [f"| {p['method']} | {p['iteration']} | {p['alignment']:.3f} | {p['diversity']:.4f} |"
+              for p in analysis["pareto_front"]]
+    return lines
 
 
 def write_outputs(out: Path, result: dict) -> None:
     analysis = result["analysis"]
     (out / "trajectories.json").write_text(json.dumps(result["trajectories"], indent=2))
+    keys = [k for k in analysis["table"][0] if k != "method"]
     with (out / "table.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "diversity_gain_mean", "diversity_gain_std", "diversity_gain_min", "alignment_gain_mean",
-                    "alignment_gain_std", "final_alignment", "final_diversity", "final_vendi"])
+        w.writerow(["method", "seeds", *[f"{k}_{s}" for k in keys for s in ("mean", "std")]])
         for r in analysis["table"]:
-            d, a = r["diversity_gain_at_matched_alignment"], r["alignment_gain_at_matched_diversity"]
-            w.writerow([r["method"], d["mean"], d["std"], d["min"], a["mean"], a["std"], r["final_alignment"]["mean"],
-                        r["final_diversity"]["mean"], r["final_vendi"]["mean"]])
-    lines = [
-        f"| method | diversity at matched alignment vs {result['baseline']} | per seed | "
-        f"alignment at matched diversity vs {result['baseline']} | final alignment | final diversity | final Vendi |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in analysis["table"]:
-        d = r["diversity_gain_at_matched_alignment"]
-        per_seed = ", ".join("n/a" if not math.isfinite(v) else f"{100 * v:+.0f}%" for v in d["per_seed"])
-        lines.append(f"| {r['method']} | {_fmt(d, True)} | {per_seed} | {_fmt(r['alignment_gain_at_matched_diversity'], True)}"
-                     f" | {_fmt(r['final_alignment'], False)} | {_fmt(r['final_diversity'], False)} | "
-                     f"{_fmt(r['final_vendi'], False)} |")
-    lines += ["", "Pareto front of the seed-averaged checkpoints (alignment up, diversity up):", "",
-              "| method | iteration | alignment | diversity |", "|---|---|---|---|"]
-    lines += [f"| {p['method']} | {p['iteration']} | {p['alignment']:.3f} | {p['diversity']:.4f} |"
-              for p in analysis["pareto_front"]]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+            w.writerow([r["method"], " ".join(map(str, result["seeds"])),
+                        *[r[k][s] for k in keys for s in ("mean", "std")]])
+    (out / "table.md").write_text("\n".join(markdown_tables(result)) + "\n")
     reference = next(iter(analysis["mean_trajectories"].values()))[0]
     trajectory_plot(analysis["mean_trajectories"], out / "pareto.png", reference=reference,
-                    title=f"{result['iterations']} iterations, mean of {result['seeds']} seed(s)")
+                    title=f"{result['iterations']} iterations, mean of seeds {', '.join(map(str, result['seeds']))}")
 
 
-def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: int, out_dir: str | Path, tracker=None,
-                  progress: bool = True) -> dict:
+def train_run(bench: BenchConfig, cfg: DriftConfig, target: float | None, callback, progress: bool) -> list[dict]:
+    """One method on one seed for the budget; then, if ``target`` is given and not reached, on
+    ``eval_every`` iterations at a time until its alignment reaches it or ``max_iterations``."""
+    trainer = build_trainer(cfg)
+    trajectory = trainer.train(callback=callback, progress=progress)
+    cap = bench.max_iterations or bench.iterations
+    while target is not None and max(p["alignment"] for p in trajectory) < target and trainer.iteration < cap:
+        # A longer budget is the one change a run may take mid-way (it is what resuming allows too).
+        trainer.cfg = trainer.cfg.with_overrides({"train.iterations": min(trainer.iteration + bench.eval_every, cap)})
+        trajectory = trainer.train(callback=callback, progress=progress)
+    return trajectory
+
+
+def _run_key(cfg: DriftConfig, target: float | None, bench: BenchConfig) -> str:
+    """What determines a run's trajectory: its run configuration and how far it trains on."""
+    return json.dumps({"config": cfg.model_dump(mode="json"), "target": target, "eval_every": bench.eval_every,
+                       "max_iterations": bench.max_iterations}, sort_keys=True)
+
+
+def load_runs(out: Path) -> dict:
+    """Runs recorded in ``out`` by an earlier (possibly interrupted) benchmark, by 'method/seed'."""
+    path = out / "runs.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path, tracker=None,
+                  progress: bool = True, resume: bool = False) -> dict:
+    """Every method on every seed (the baseline on every seed first, since the others may train on
+    to its final alignment), the analysis, and the outputs in ``out_dir``. Each finished run is
+    recorded in ``out_dir``/runs.json with its configuration; with ``resume``, runs recorded there
+    with the same configuration and extension are reused instead of trained again."""
     tracker = tracker or NullTracker()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    recorded = load_runs(out) if resume else {}
+    order = [bench.baseline, *[m for m in bench.methods if m != bench.baseline]]
     trajectories: dict[str, dict[int, list[dict]]] = {name: {} for name in bench.methods}
-    with tracker.run("pareto-benchmark", {"seeds": seeds, "iterations": bench.iterations,
-                                          "methods": ",".join(bench.methods)}):
-        for seed in range(seeds):
-            for name in bench.methods:
+    with tracker.run("pareto-benchmark", {"seeds": ",".join(map(str, seeds)), "iterations": bench.iterations,
+                                          "max_iterations": bench.max_iterations, "methods": ",".join(bench.methods)}):
+        for name in order:
+            for seed in seeds:
                 cfg = bench.run_config(base, name, seed)
+                target = None
+                if name != bench.baseline and bench.max_iterations:
+                    target = max(bench.reach_fractions) * within_budget(
+                        trajectories[bench.baseline][seed], bench.iterations)[-1]["alignment"]
+                key, run_id = _run_key(cfg, target, bench), f"{name}/seed{seed}"
+                if run_id in recorded and recorded[run_id]["key"] == key:
+                    trajectories[name][seed] = recorded[run_id]["trajectory"]
+                    continue
                 if progress:
                     print(f"[{time.perf_counter() - start:6.0f} s] {name}, seed {seed}", flush=True)
-                with tracker.run(f"{name}/seed{seed}", {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
-                    trajectories[name][seed] = build_trainer(cfg).train(callback=tracker.log_metrics, progress=progress)
+                run_start = time.perf_counter()
+                with tracker.run(run_id, {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
+                    trajectories[name][seed] = train_run(bench, cfg, target, tracker.log_metrics, progress)
+                recorded[run_id] = {"key": key, "seconds": time.perf_counter() - run_start,
+                                    "trajectory": trajectories[name][seed]}
+                (out / "runs.json").write_text(json.dumps(recorded))
         result = {
             "baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
+            "max_iterations": bench.max_iterations, "reach_fractions": bench.reach_fractions,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-            "trajectories": trajectories, "analysis": analyse(trajectories, bench.baseline, bench.levels),
+            "trajectories": trajectories,
+            "analysis": analyse(trajectories, bench.baseline, bench.levels, bench.iterations, bench.reach_fractions),
+            # training time of the runs in the table, whether trained now or reused
+            "run_seconds": sum(recorded[f"{n}/seed{s}"]["seconds"] for n in bench.methods for s in seeds),
         }
         result["wall_seconds"] = time.perf_counter() - start
         write_outputs(out, result)
@@ -202,4 +350,4 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: int, out_dir: st
     return result
 
 
-__all__ = ["BenchConfig", "NullTracker", "load_bench_config", "run_benchmark"]
+__all__ = ["BenchConfig", "NullTracker", "load_bench_config", "parse_seeds", "run_benchmark"]

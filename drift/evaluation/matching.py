@@ -28,20 +28,26 @@ def shared_levels(a: list[float], b: list[float], count: int) -> list[float]:
     return np.linspace(lo, hi, count + 2)[1:-1].tolist()
 
 
-def relative_gain(method: float, baseline: float) -> float:
-    """(method - baseline) / |baseline|."""
-    return (method - baseline) / abs(baseline) if baseline else math.nan
+def relative_gain(method: float, baseline: float, zero: float = 0.0) -> float:
+    """(method - baseline) / |baseline - zero|: the ratio (method - zero) / (baseline - zero) minus 1.
+    With zero = 0 the ratio of the values; with zero = the base model's value, the ratio of the
+    improvements over it (for scores such as a logit margin, which have no natural zero)."""
+    return (method - baseline) / abs(baseline - zero) if baseline != zero else math.nan
 
 
 def matched_comparison(method: list[dict], baseline: list[dict], count: int = 5,
-                       x: str = "alignment", y: str = "diversity") -> list[dict]:
-    """At shared levels of ``x``: each trajectory's ``y`` there and the method's relative gain."""
+                       x: str = "alignment", y: str = "diversity", zero: float | None = None) -> list[dict]:
+    """At shared levels of ``x``: each trajectory's ``y`` there and the method's relative gain
+    (``gain``), and with ``zero`` also the gain in improvement over it (``gain_over_zero``)."""
     mx, my = [p[x] for p in method], [p[y] for p in method]
     bx, by = [p[x] for p in baseline], [p[y] for p in baseline]
     rows = []
     for level in shared_levels(mx, bx, count):
         m, b = at_level(mx, my, level), at_level(bx, by, level)
-        rows.append({x: level, f"{y}_method": m, f"{y}_baseline": b, "gain": relative_gain(m, b)})
+        row = {x: level, f"{y}_method": m, f"{y}_baseline": b, "gain": relative_gain(m, b)}
+        if zero is not None:
+            row["gain_over_zero"] = relative_gain(m, b, zero)
+        rows.append(row)
     return rows
 
 

@@ -27,6 +27,8 @@ class PromptNoise:
     tau2: float
     rescale: bool = False
     psi: float = 1.0
+    form: str = "cads"  # drift.method.prompt_noise.FORMS
+    floor: float = 0.0  # lower bound on the annealing weight g
 
 
 @dataclass
@@ -61,8 +63,9 @@ def conditioning_at(cond: Conditioning, noise: Conditioning | None, tau: float, 
     """The conditioning used at denoising time ``tau``: annealed noise when prompt noise is on."""
     if pn is None or noise is None:
         return cond
-    g = anneal_weight(tau, pn.tau1, pn.tau2)
-    return cond.map(lambda t, name: anneal_condition(t, getattr(noise, name), g, pn.scale, pn.rescale, pn.psi))
+    g = anneal_weight(tau, pn.tau1, pn.tau2, pn.floor)
+    return cond.map(lambda t, name: anneal_condition(t, getattr(noise, name), g, pn.scale, pn.rescale, pn.psi,
+                                                     pn.form))
 
 
 def _denoise(model: T2IModel, schedule, x, cond, cond_noise, uncond, guidance_scale, pn, noise_level,

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.datasets import load_digits
 
-from drift.testbed.classifier import DIGIT_WORDS
+from drift.registry import REFERENCES
+from drift.scoring.coverage import ReferenceSet
+from drift.testbed.classifier import DIGIT_WORDS, digit_from_prompt
 
 TRAIN_TEMPLATES = [
     "a handwritten digit {word}",
@@ -68,3 +71,12 @@ def build_data(out_dir: str | Path, test_fraction: float = 0.2, seed: int = 0) -
 def load_images(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
+
+
+@REFERENCES.register("digit_images")
+def digit_reference(images: str = "data/testbed/digits.npz") -> ReferenceSet:
+    """The real digits of each class (all 1,797, train and test), the class being the digit a
+    prompt names: what the coverage metrics compare a digit's samples with."""
+    data = load_images(images)
+    return ReferenceSet(classify=digit_from_prompt,
+                        images={d: torch.from_numpy(data["images"][data["labels"] == d]) for d in range(10)})

@@ -31,7 +31,7 @@ from drift.errors import ConfigMismatchError, NonFiniteError
 from drift.evaluation.protocol import Evaluation, evaluate_with_config
 from drift.method.advantages import drift_advantages
 from drift.method.grpo import clipped_policy_loss, mean_kl
-from drift.method.prompt_noise import noise_scale
+from drift.method.schedule import linear_schedule
 from drift.models.base import T2IModel
 from drift.sampling.rollout import (PromptNoise, Rollout, condition_noise, conditioning_at, expand_groups,
                                     rollout_samples)
@@ -170,8 +170,9 @@ class Trainer:
         pn = self.cfg.drift.prompt_noise
         if not pn.enabled:
             return None
-        scale = noise_scale(self.iteration, pn.scale, pn.final_scale, pn.decay_iterations)
-        return PromptNoise(scale=scale, tau1=pn.tau1, tau2=pn.tau2, rescale=pn.rescale, psi=pn.psi)
+        scale = linear_schedule(self.iteration, pn.scale, pn.final_scale, pn.decay_iterations)
+        return PromptNoise(scale=scale, tau1=pn.tau1, tau2=pn.tau2, rescale=pn.rescale, psi=pn.psi, form=pn.form,
+                           floor=pn.floor)
 
     def iteration_batch(self) -> tuple[list[str], torch.Tensor]:
         """This iteration's P prompts and P * G sample seeds (the same on every process)."""
@@ -323,7 +324,7 @@ class Trainer:
         ensure_finite("reward", batch.rewards)
         t1 = time.perf_counter()
         advantages, kept = drift_advantages(batch.rewards, batch.features, batch.step_features, self.cfg,
-                                            ro.num_steps)
+                                            ro.num_steps, self.iteration)
         ensure_finite("advantages", advantages)
         metrics = self.update(ro, advantages[mine], kept, mine)
         t2 = time.perf_counter()
