@@ -212,6 +212,20 @@ def cmd_bench_pareto(args, tracker=None) -> int:
     return 0
 
 
+def cmd_bench_efficiency(args, tracker=None) -> int:
+    """Alignment against training compute; ``tracker`` as for ``cmd_bench_pareto``."""
+    from drift.bench.efficiency import EfficiencyBenchConfig, run_benchmark
+    from drift.bench.pareto import load_bench_config, parse_seeds
+
+    seeds = parse_seeds(args.seeds)
+    bench, base = load_bench_config(args.config, _parse_overrides(args.set), schema=EfficiencyBenchConfig)
+    out = Path(args.out)
+    result = run_benchmark(bench, base, seeds, out, tracker)
+    print((out / "table.md").read_text())
+    print(f"{len(bench.methods)} methods x seeds {','.join(map(str, seeds))} in {result['wall_seconds']:.0f} s; outputs in {out}")
+    return 0
+
+
 def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser and its subcommand parsers by name ('train', 'bench pareto', ...), so that the
     console script (mlops.cli) can add the commands that track to MLflow. Each of ``extra`` is
@@ -300,6 +314,18 @@ def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.
                    help="reuse the runs recorded in --out (runs.json) whose configuration is unchanged")
     p.set_defaults(handler=cmd_bench_pareto)
     commands["bench pareto"] = p
+
+    p = bsub.add_parser("efficiency", help="alignment against denoiser passes and wall time, with and without "
+                        "the SDE window")
+    p.add_argument("-c", "--config", required=True, help="benchmark configuration (configs/bench/*efficiency*.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a benchmark field, e.g. --set iterations=10")
+    p.add_argument("--seeds", default="100,101,102",
+                   help="a count N (seeds 0 .. N-1) or a comma-separated list; default 100,101,102, the report "
+                        "seeds no setting was tuned on")
+    p.add_argument("--out", required=True, help="output directory (tables, plot, trajectories, summary)")
+    p.set_defaults(handler=cmd_bench_efficiency)
+    commands["bench efficiency"] = p
 
     tb = sub.add_parser("testbed", help="build the digits testbed (the DVC stages call these)")
     tsub = tb.add_subparsers(dest="testbed_command", metavar="STAGE", required=True)

@@ -86,6 +86,26 @@ class DataSection(_Section):
         return self
 
 
+class SdeWindowSection(_Section):
+    """Which rollout steps are stochastic and trained: a window of ``size`` consecutive SDE steps,
+    deterministic (ODE) steps elsewhere. Where the window starts is a function of (run seed,
+    iteration), so every process and a resumed run use the same window."""
+
+    size: int | None = Field(None, ge=1)
+    """W, SDE steps per rollout; None (or W >= num_steps) makes every step stochastic and trainable."""
+    placement: Literal["random", "fixed", "sliding"] = "random"
+    """'random': the start is drawn uniformly from [start, max_start] each iteration; 'fixed': it is
+    ``start``; 'sliding': it moves from ``start`` one step every ``slide_every`` iterations up to
+    ``max_start``, then wraps back to ``start``."""
+    start: int = Field(0, ge=0)
+    """First step of the window (fixed), or the earliest start (random, sliding); 0 is the first,
+    noisiest step."""
+    max_start: int | None = Field(None, ge=0)
+    """Latest start (random, sliding); None is num_steps - size, the last step's window."""
+    slide_every: int = Field(1, ge=1)
+    """Iterations between one-step moves of a sliding window."""
+
+
 class SamplingSection(_Section):
     num_steps: int = Field(10, ge=1, le=1000)
     """T, denoising steps per rollout (and per evaluation sample)."""
@@ -104,6 +124,23 @@ class SamplingSection(_Section):
     """P, prompt groups per iteration: an iteration draws P * G samples."""
     batch_size: int = Field(256, ge=1)
     """Samples per denoiser call during rollouts (memory, not math)."""
+    sde_window: SdeWindowSection = Field(default_factory=SdeWindowSection)
+    """A window of SDE steps with deterministic steps elsewhere (see SdeWindowSection); the
+    default, no window, samples and trains every step."""
+
+    @model_validator(mode="after")
+    def _window_fits(self):
+        w = self.sde_window
+        if w.size is None or w.size >= self.num_steps:
+            return self
+        last = self.num_steps - w.size
+        if w.start > last:
+            raise ValueError(f"sde_window.start ({w.start}) leaves no room for sde_window.size ({w.size}) in "
+                             f"num_steps ({self.num_steps}) steps: at most {last}")
+        if w.max_start is not None and not w.start <= w.max_start <= last:
+            raise ValueError(f"sde_window.max_start ({w.max_start}) must lie in [sde_window.start, num_steps - "
+                             f"sde_window.size] = [{w.start}, {last}]")
+        return self
 
 
 class RewardTerm(_Section):
@@ -147,7 +184,11 @@ class TrainSection(_Section):
     kl_coef: float = Field(0.0, ge=0)
     """beta of the KL penalty to the reference (base) policy's step distribution; 0 disables it."""
     timestep_fraction: float = Field(1.0, gt=0, le=1.0)
-    """Fraction of the T denoising steps each micro-batch trains on (drawn at random)."""
+    """Fraction of the trainable steps (all T, or the SDE window's W) each micro-batch trains on,
+    drawn at random: max(1, round(fraction * steps)) of them; see trained_steps."""
+    trained_steps: int | None = Field(None, ge=1)
+    """Trained-step budget: exactly this many trainable steps per micro-batch (fewer if the window
+    is smaller), instead of timestep_fraction; None uses timestep_fraction."""
     inner_epochs: int = Field(1, ge=1)
     """Passes over an iteration's samples per update."""
     micro_batch: int = Field(64, ge=1)

@@ -12,17 +12,25 @@ from drift import cli
 from drift.errors import DriftError
 
 
-def cmd_bench_pareto(args) -> int:
-    tracker = None
-    if not args.no_mlflow:
-        from mlops.tracking import MlflowTracker
+def _bench_tracker(args, experiment: str):
+    """The MLflow tracker of a benchmark (None with --no-mlflow)."""
+    if args.no_mlflow:
+        return None
+    from mlops.tracking import MlflowTracker
 
-        out = Path(args.out)
-        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
-        out.mkdir(parents=True, exist_ok=True)
-        tracker = MlflowTracker(uri, "drift-pareto-benchmark", out / "mlartifacts")
-        print(f"MLflow: {uri} (experiment drift-pareto-benchmark)")
-    return cli.cmd_bench_pareto(args, tracker)
+    out = Path(args.out)
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"MLflow: {uri} (experiment {experiment})")
+    return MlflowTracker(uri, experiment, out / "mlartifacts")
+
+
+def cmd_bench_pareto(args) -> int:
+    return cli.cmd_bench_pareto(args, _bench_tracker(args, "drift-pareto-benchmark"))
+
+
+def cmd_bench_efficiency(args) -> int:
+    return cli.cmd_bench_efficiency(args, _bench_tracker(args, "drift-efficiency-benchmark"))
 
 
 def _stop(signum, frame):
@@ -102,10 +110,11 @@ def add_label_command(sub, with_config) -> None:
 
 def build_parser():
     parser, commands = cli.build_parser(extra=[add_label_command])
-    p = commands["bench pareto"]
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or OUT/mlflow.db)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.set_defaults(handler=cmd_bench_pareto)
+    for name, handler in (("bench pareto", cmd_bench_pareto), ("bench efficiency", cmd_bench_efficiency)):
+        p = commands[name]
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or OUT/mlflow.db)")
+        p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+        p.set_defaults(handler=handler)
     return parser, commands
 
 

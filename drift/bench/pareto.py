@@ -81,14 +81,15 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[BenchConfig, DriftConfig]:
-    """The benchmark config and its validated base run config; every method's overrides are
-    validated up front, so a typo fails before hours of training."""
+def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None,
+                      schema: type[BenchConfig] = BenchConfig) -> tuple[BenchConfig, DriftConfig]:
+    """The benchmark config (a ``schema``) and its validated base run config; every method's
+    overrides are validated up front, so a typo fails before hours of training."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"benchmark configuration {path} does not exist")
     try:
-        bench = BenchConfig.model_validate({**(yaml.safe_load(path.read_text()) or {}), **(overrides or {})})
+        bench = schema.model_validate({**(yaml.safe_load(path.read_text()) or {}), **(overrides or {})})
     except ValidationError as err:
         raise ConfigError(describe_validation_error(err, str(path))) from None
     base = load_config(bench.base_config, bench.base_overrides)

@@ -43,6 +43,7 @@ class Rollout:
     prompt_noise: PromptNoise | None
     images: torch.Tensor  # (B, C, H, W) in [0, 1]
     x0_preds: torch.Tensor | None  # (B, T, *model.latent_shape) predicted clean latents per step, if kept
+    trainable: torch.Tensor  # (T,) bool: the stochastic steps; the others are deterministic, log-prob 0
 
     @property
     def num_steps(self) -> int:
@@ -69,12 +70,14 @@ def conditioning_at(cond: Conditioning, noise: Conditioning | None, tau: float, 
 
 
 def _denoise(model: T2IModel, schedule, x, cond, cond_noise, uncond, guidance_scale, pn, noise_level,
-             gens, keep_x0, progress):
+             gens, keep_x0, progress, sde_steps):
     latents, log_probs, x0_preds = [x], [], []
     for i in tqdm(range(schedule.num_steps), desc="sampling", leave=False, disable=None if progress else True):
         c = conditioning_at(cond, cond_noise, schedule.tau(i), pn)
         out = model.predict(x, schedule.model_time(i), c, uncond, guidance_scale)
-        step = schedule.step(i, out, x, noise_level, generator=gens)
+        # Outside the SDE window the step is deterministic; it still draws (and discards) its noise,
+        # so that the window's steps see the noise the full SDE sampler would give them.
+        step = schedule.step(i, out, x, noise_level if sde_steps[i] else 0.0, generator=gens)
         if keep_x0:
             x0_preds.append(schedule.predict_x0(i, out, x))
         x = step.prev_sample
@@ -92,24 +95,29 @@ def expand_groups(prompts: list[str], group_size: int) -> tuple[list[str], torch
 def rollout(model: T2IModel, prompts: list[str], group_size: int, seeds: torch.Tensor, num_steps: int,
             noise_level: float, guidance_scale: float = 1.0, prompt_noise: PromptNoise | None = None,
             keep_x0: bool = False, batch_size: int = 256, progress: bool = False,
-            negative_prompt: str = "") -> Rollout:
+            negative_prompt: str = "", sde_steps: torch.Tensor | None = None) -> Rollout:
     """Sample ``group_size`` images for each prompt (B = P * G, ``seeds`` of shape (B,)); with
-    guidance_scale > 1 the guidance's negative branch is conditioned on ``negative_prompt``."""
+    guidance_scale > 1 the guidance's negative branch is conditioned on ``negative_prompt``.
+    ``sde_steps`` (T,) bool marks the steps sampled with ``noise_level`` (the SDE window; None: all),
+    the others are deterministic."""
     sample_prompts, group_ids = expand_groups(prompts, group_size)
     return rollout_samples(model, sample_prompts, group_ids, seeds, num_steps, noise_level, guidance_scale,
-                           prompt_noise, keep_x0, batch_size, progress, negative_prompt)
+                           prompt_noise, keep_x0, batch_size, progress, negative_prompt, sde_steps)
 
 
 @torch.no_grad()
 def rollout_samples(model: T2IModel, sample_prompts: list[str], group_ids: torch.Tensor, seeds: torch.Tensor,
                     num_steps: int, noise_level: float, guidance_scale: float = 1.0,
                     prompt_noise: PromptNoise | None = None, keep_x0: bool = False, batch_size: int = 256,
-                    progress: bool = False, negative_prompt: str = "") -> Rollout:
+                    progress: bool = False, negative_prompt: str = "", sde_steps: torch.Tensor | None = None) -> Rollout:
     """Sample one image per (prompt, group id, seed): any subset of a batch's samples, e.g. one
     process's shard, gives exactly the samples the whole batch would."""
     seeds = torch.as_tensor(seeds, dtype=torch.long)
     if seeds.shape != (len(sample_prompts),):
         raise ValueError(f"need one seed per sample: {len(sample_prompts)}, got {tuple(seeds.shape)}")
+    sde_steps = torch.ones(num_steps, dtype=torch.bool) if sde_steps is None else torch.as_tensor(sde_steps).bool()
+    if sde_steps.shape != (num_steps,):
+        raise ValueError(f"need one SDE flag per step: {num_steps}, got {tuple(sde_steps.shape)}")
     schedule = model.schedule(num_steps)
     unique = sorted(set(sample_prompts))
     cond = model.encode(unique)[torch.tensor([unique.index(p) for p in sample_prompts], device=model.device)]
@@ -120,14 +128,14 @@ def rollout_samples(model: T2IModel, sample_prompts: list[str], group_ids: torch
         x = randn_tensor((len(gens), *model.latent_shape), generator=gens, device=model.device, dtype=torch.float32)
         noise = condition_noise(cond[idx], seeds[idx]) if prompt_noise is not None else None
         parts.append(_denoise(model, schedule, x, cond[idx], noise, None if uncond is None else uncond[idx],
-                              guidance_scale, prompt_noise, noise_level, gens, keep_x0, progress))
+                              guidance_scale, prompt_noise, noise_level, gens, keep_x0, progress, sde_steps))
     latents = torch.cat([p[0] for p in parts])
     return Rollout(
         prompts=list(sample_prompts), group_ids=torch.as_tensor(group_ids), seeds=seeds, latents=latents,
         log_probs=torch.cat([p[1] for p in parts]),
         cond=cond, uncond=uncond, prompt_noise=prompt_noise,
         images=torch.cat([model.decode(latents[idx, -1]) for idx in _chunks(len(sample_prompts), batch_size)]),
-        x0_preds=torch.cat([p[2] for p in parts]) if keep_x0 else None,
+        x0_preds=torch.cat([p[2] for p in parts]) if keep_x0 else None, trainable=sde_steps,
     )
 
 

@@ -36,8 +36,10 @@ from drift.models.base import T2IModel
 from drift.sampling.rollout import (PromptNoise, Rollout, condition_noise, conditioning_at, expand_groups,
                                     rollout_samples)
 from drift.scoring.diversity import diversity_report
+from drift.sampling.window import sde_steps
 from drift.training import checkpoints
 from drift.training import distributed as dist
+from drift.training.compute import ComputeLedger, Passes, sampling_passes, update_passes
 
 # Whole (unsharded) state dicts on CPU, keyed by parameter names: the same under DDP, FSDP or none.
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -45,8 +47,9 @@ FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 MetricsCallback = Callable[[dict[str, float], int], None]
 
 # Independent random streams per (run seed, iteration): which prompts and sample seeds an iteration
-# draws, and in which order and on which timesteps the update visits the kept samples.
-BATCH_STREAM, UPDATE_STREAM = 0, 1
+# draws, in which order and on which timesteps the update visits the kept samples, and where the
+# SDE window lies.
+BATCH_STREAM, UPDATE_STREAM, WINDOW_STREAM = 0, 1, 2
 
 
 def _rng(*keys: int) -> np.random.Generator:
@@ -103,6 +106,7 @@ class Trainer:
         self.iteration = 0
         self.trajectory: list[dict[str, float]] = []
         self.last_evaluation: Evaluation | None = None  # images and metrics of the latest evaluation
+        self.compute = ComputeLedger()
         train = config.train
         torch.manual_seed(config.run.seed)
         if train.lora.enabled:
@@ -183,6 +187,11 @@ class Trainer:
         seeds = rng.integers(0, 2**31 - 1, size=s.prompts_per_iteration * s.group_size)
         return [self.train_prompts[i] for i in idx], torch.as_tensor(seeds, dtype=torch.long)
 
+    def sde_steps(self) -> torch.Tensor:
+        """(T,) bool mask of this iteration's stochastic, trainable steps (the same on every process)."""
+        s = self.cfg.sampling
+        return sde_steps(s.sde_window, s.num_steps, self.iteration, _rng(self.cfg.run.seed, self.iteration, WINDOW_STREAM))
+
     def collect(self) -> tuple[Rollout, torch.Tensor]:
         """Roll out this process's shard of the iteration's samples; returns it and its indices."""
         s = self.cfg.sampling
@@ -192,7 +201,7 @@ class Trainer:
         keep_x0 = self.cfg.drift.shaping.enabled and self.cfg.drift.shaping.mode == "dense"
         ro = rollout_samples(self.model, [sample_prompts[i] for i in mine], group_ids[mine], seeds[mine], s.num_steps,
                              s.noise_level, s.guidance_scale, self.prompt_noise(), keep_x0=keep_x0,
-                             batch_size=s.batch_size, negative_prompt=s.negative_prompt)
+                             batch_size=s.batch_size, negative_prompt=s.negative_prompt, sde_steps=self.sde_steps())
         return ro, mine
 
     def score_rollout(self, ro: Rollout) -> ScoredBatch:
@@ -231,18 +240,20 @@ class Trainer:
             reference = self.recompute_transition(ro, schedule, samples, i, cond_noise)
         return mean_kl(transition.mean, reference.mean, transition.std)
 
-    def micro_batches(self, kept: torch.Tensor, num_steps: int, epoch: int) -> list[tuple[torch.Tensor, list[int]]]:
+    def micro_batches(self, kept: torch.Tensor, trainable: torch.Tensor, epoch: int) -> list[tuple[torch.Tensor, list[int]]]:
         """The whole batch's kept samples (global indices) in a seeded random order, in micro-batches,
-        each with the timesteps it trains on. Every process draws the same plan, and trains on the
-        part of each micro-batch it rolled out: the same optimizer steps on the same samples
-        whatever the process count."""
+        each with the timesteps it trains on, drawn from the ``trainable`` ones (T,): train.trained_steps
+        of them, or max(1, round(timestep_fraction * trainable)). Every process draws the same plan, and
+        trains on the part of each micro-batch it rolled out: the same optimizer steps on the same
+        samples whatever the process count."""
         train = self.cfg.train
-        n_train = max(1, round(num_steps * train.timestep_fraction))
+        steps = torch.nonzero(trainable).flatten()
+        n_train = min(len(steps), train.trained_steps or max(1, round(len(steps) * train.timestep_fraction)))
         rng = _rng(self.cfg.run.seed, self.iteration, UPDATE_STREAM, epoch)
         kept_idx = torch.nonzero(kept).flatten()
         order = kept_idx[torch.as_tensor(rng.permutation(len(kept_idx)))]
         batches = [order[k : k + train.micro_batch] for k in range(0, len(order), train.micro_batch)]
-        return [(b, sorted(rng.choice(num_steps, size=n_train, replace=False).tolist())) for b in batches]
+        return [(b, sorted(steps[rng.choice(len(steps), size=n_train, replace=False)].tolist())) for b in batches]
 
     def accumulate_micro_batch(self, ro: Rollout, schedule, batch: torch.Tensor, timesteps: list[int],
                                advantages: torch.Tensor, mine: torch.Tensor, sync: bool, log: UpdateLog) -> None:
@@ -306,7 +317,7 @@ class Trainer:
         log = UpdateLog()
         self.model.forward_module.train()
         for epoch in range(train.inner_epochs):
-            batches = self.micro_batches(kept, ro.num_steps, epoch)
+            batches = self.micro_batches(kept, ro.trainable, epoch)
             self.optimizer.zero_grad(set_to_none=True)
             for b, (batch, timesteps) in enumerate(batches):
                 step_now = (b + 1) % train.grad_accum == 0 or b + 1 == len(batches)
@@ -328,6 +339,8 @@ class Trainer:
         ensure_finite("advantages", advantages)
         metrics = self.update(ro, advantages[mine], kept, mine)
         t2 = time.perf_counter()
+        passes = self.iteration_passes(ro, kept)
+        self.compute.add_iteration(passes, t2 - t0)
 
         group_ids = torch.arange(len(batch.rewards)) // self.cfg.sampling.group_size
         metrics.update(
@@ -336,11 +349,20 @@ class Trainer:
             time_rollout=t1 - t0, time_update=t2 - t1, time_iteration=t2 - t0,
             **{f"reward/{k}": float(v.mean()) for k, v in batch.reward_terms.items()},
             **diversity_report(batch.features, group_ids),
+            **passes.metrics("compute/"), **self.compute.metrics(),
+            sde_steps=int(ro.trainable.sum()), sde_window_start=int(torch.nonzero(ro.trainable)[0]),
         )
         if ro.prompt_noise is not None:
             metrics["prompt_noise_scale"] = ro.prompt_noise.scale
         self.iteration += 1
         return metrics
+
+    def iteration_passes(self, ro: Rollout, kept: torch.Tensor) -> Passes:
+        """Denoiser passes of this iteration's rollout (all processes) and update (its global plan)."""
+        s, train = self.cfg.sampling, self.cfg.train
+        plans = [plan for epoch in range(train.inner_epochs) for plan in self.micro_batches(kept, ro.trainable, epoch)]
+        return (sampling_passes(s.prompts_per_iteration * s.group_size, s.num_steps, s.guidance_scale)
+                + update_passes(plans, s.guidance_scale, kl=train.kl_coef > 0))
 
     # -- evaluation and the loop -----------------------------------------------------------------
     def evaluate(self):
@@ -355,6 +377,8 @@ class Trainer:
 
     def record_evaluation(self) -> dict[str, float]:
         self.last_evaluation = self.evaluate()
+        self.compute.eval_forward += sampling_passes(len(self.last_evaluation.prompts), self.cfg.sampling.num_steps,
+                                                     self.cfg.sampling.guidance_scale).forward
         metrics = self.last_evaluation.metrics
         self.trajectory.append({"iteration": self.iteration, **metrics})
         return metrics
@@ -406,6 +430,7 @@ class Trainer:
             "config": self.cfg.model_dump(mode="json"),
             "optimizer": get_optimizer_state_dict(self.model.forward_module, self.optimizer.optimizer, options=FULL_STATE),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "compute": self.compute.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": [np_state[0], np_state[1], *np_state[2:]],
                     "python": random.getstate()},
         }
@@ -448,3 +473,4 @@ class Trainer:
         version, internal, gauss = rng["python"]
         random.setstate((version, tuple(internal), gauss))
         self.iteration, self.trajectory = state["iteration"], state["trajectory"]
+        self.compute = ComputeLedger(**state.get("compute", {}))  # checkpoints from before the ledger: 0

@@ -1,0 +1,291 @@
+"""`drift bench efficiency`: alignment against training compute for GRPO and DRIFT, with and
+without the SDE window, on the same seeds.
+
+Every method trains from the same base model with the same prompts and rollout seeds; after each
+iteration the trainer reports its cumulative denoiser passes and wall time, and every
+``eval_every`` iterations the held-out alignment and diversity. The target is the baseline's
+(standard GRPO's) alignment after ``iterations`` iterations, per seed. For each method and seed,
+the compute, wall time and diversity where its trajectory first reaches that target are
+interpolated between the two evaluations that bracket it, and compared with the baseline's. The
+compute ratio splits into what an iteration costs and how many iterations the target takes:
+
+    fpe_to_target(m) / fpe_to_target(GRPO) = [fpe per iteration(m) / GRPO's] x [iterations(m) / GRPO's]
+
+It also times a rollout with log-probabilities (full SDE and the windowed method's) against
+diffusers' plain deterministic scheduler loop of the same model, steps and batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from drift.bench.pareto import BenchConfig, NullTracker
+from drift.build import build_parts, build_trainer
+from drift.config import DriftConfig
+from drift.evaluation.matching import at_level
+from drift.models.base import T2IModel
+from drift.plots import _pyplot, _save_figure
+from drift.sampling.rollout import _generators, expand_groups, rollout
+from drift.sampling.window import sde_steps
+from diffusers.utils.torch_utils import randn_tensor
+
+FPE, SECONDS = "compute/cum_forward_equivalents", "compute/cum_seconds"
+
+
+class EfficiencyBenchConfig(BenchConfig):
+    """configs/bench/*efficiency*.yaml: as the Pareto benchmark's, where a method may set its own
+    ``train.iterations`` (a cheaper method can run longer), plus the rollout timing."""
+
+    timing_method: str | None = None
+    """The windowed method whose rollout is timed against the plain sampler (None: no timing)."""
+    timing_repeats: int = Field(5, ge=1)
+    """Best of this many timed rollouts per sampler."""
+
+    def run_config(self, base: DriftConfig, method: str, seed: int) -> DriftConfig:
+        cfg = super().run_config(base, method, seed)
+        own = self.methods[method].get("train.iterations")
+        return cfg if own is None else cfg.with_overrides({"train.iterations": own})
+
+
+# -- the runs ------------------------------------------------------------------------------------
+def train_with_compute(cfg: DriftConfig, tracker) -> list[dict]:
+    """Train one run; its evaluation trajectory with the cumulative compute at each checkpoint."""
+    ledger: dict[int, dict[str, float]] = {0: {FPE: 0.0, SECONDS: 0.0}}
+
+    def callback(metrics: dict[str, float], iteration: int) -> None:
+        tracker.log_metrics(metrics, iteration)
+        if FPE in metrics:
+            ledger[iteration] = {k: v for k, v in metrics.items() if k.startswith("compute/")}
+
+    trajectory = build_trainer(cfg).train(callback=callback)
+    return [{**p, "fpe": ledger[p["iteration"]][FPE], "seconds": ledger[p["iteration"]][SECONDS]} for p in trajectory]
+
+
+def reach(trajectory: list[dict], target: float) -> dict[str, float]:
+    """Iteration, compute, wall time and diversity where alignment first reaches ``target``
+    (interpolated between evaluations; NaN if it never does)."""
+    # Alignment running maximum: "reached" means first crossing, even if it dips afterwards.
+    xs = np.maximum.accumulate([p["alignment"] for p in trajectory]).tolist()
+    return {k: at_level(xs, [p[k] for p in trajectory], target) for k in ("iteration", "fpe", "seconds", "diversity")}
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, iterations: int) -> dict:
+    """Per method: the baseline's target reached where, at what cost, relative to the baseline."""
+    seeds = sorted(trajectories[baseline])
+    base_end = {s: next(p for p in trajectories[baseline][s] if p["iteration"] == iterations) for s in seeds}
+    targets = {s: base_end[s]["alignment"] for s in seeds}
+    table = []
+    for name, runs in trajectories.items():
+        hit = {s: reach(runs[s], targets[s]) for s in seeds}
+        per_iteration = {s: runs[s][-1]["fpe"] / runs[s][-1]["iteration"] for s in seeds}
+        base_per_iteration = {s: base_end[s]["fpe"] / iterations for s in seeds}
+        row = {"method": name, "reached": sum(math.isfinite(hit[s]["fpe"]) for s in seeds), "seeds": len(seeds)}
+        for key in ("iteration", "fpe", "seconds", "diversity"):
+            row[key] = [hit[s][key] for s in seeds]
+            row[f"{key}_ratio"] = [_ratio(hit[s][key], base_end[s][key]) for s in seeds]
+        row["fpe_per_iteration"] = [per_iteration[s] for s in seeds]
+        row["fpe_per_iteration_ratio"] = [_ratio(per_iteration[s], base_per_iteration[s]) for s in seeds]
+        row["final_alignment"] = [runs[s][-1]["alignment"] for s in seeds]
+        row["final_iteration"] = runs[seeds[0]][-1]["iteration"]
+        row["mean"] = {k: _mean(v) for k, v in row.items() if isinstance(v, list)}
+        table.append(row)
+    return {"targets": targets, "baseline_diversity": {s: base_end[s]["diversity"] for s in seeds}, "table": table,
+            "mean_trajectories": {name: mean_trajectory(runs) for name, runs in trajectories.items()}}
+
+
+def mean_trajectory(runs: dict[int, list[dict]]) -> list[dict]:
+    """Checkpoint-wise mean over seeds (the runs of a method share the evaluation schedule)."""
+    keys = ("iteration", "alignment", "diversity", "fpe", "seconds")
+    return [{k: float(np.mean([p[k] for p in pts])) for k in keys} for pts in zip(*runs.values())]
+
+
+# -- rollout timing ------------------------------------------------------------------------------
+@torch.no_grad()
+def plain_sample(model: T2IModel, prompts: list[str], group_size: int, seeds: torch.Tensor, num_steps: int,
+                 guidance_scale: float = 1.0, batch_size: int = 256, negative_prompt: str = "") -> torch.Tensor:
+    """The reference sampler: diffusers' own scheduler (from the pipeline's config) stepping
+    deterministically, nothing kept but the images; initial noise from each sample's seed, as in
+    a rollout. Same model, steps, guidance and batches as ``rollout``. (Euler and DDIM need no
+    input scaling and start at unit noise.)"""
+    sample_prompts, _ = expand_groups(prompts, group_size)
+    scheduler = type(model.pipe.scheduler).from_config(model.pipe.scheduler.config)
+    scheduler.set_timesteps(num_steps)
+    uncond_all = model.encode([negative_prompt] * len(sample_prompts)) if guidance_scale > 1 else None
+    cond_all = model.encode(sample_prompts)
+    images = []
+    for s in range(0, len(sample_prompts), batch_size):
+        idx = slice(s, s + batch_size)
+        gens = _generators(seeds[idx], offset=0)
+        x = randn_tensor((len(gens), *model.latent_shape), generator=gens, device=model.device, dtype=torch.float32)
+        uncond = None if uncond_all is None else uncond_all[idx]
+        for t in scheduler.timesteps:
+            out = model.predict(x, t, cond_all[idx], uncond, guidance_scale)
+            x = scheduler.step(out, t, x).prev_sample
+        images.append(model.decode(x))
+    return torch.cat(images)
+
+
+def best_times(samplers: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds of each sampler, after one warm-up call each; the samplers take
+    turns, so that a slow spell of a shared machine does not fall on one of them only."""
+    best = {name: math.inf for name in samplers}
+    for r in range(repeats + 1):
+        for name, fn in samplers.items():
+            t0 = time.perf_counter()
+            fn()
+            if r:
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def time_rollouts(cfg: DriftConfig, repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds of one iteration's rollout (P * G samples): with log-probabilities
+    on every step, with the configured SDE window, and deterministic (noise 0), each against the
+    plain diffusers loop; and how far the plain loop's images are from the rollout at noise 0."""
+    s = cfg.sampling
+    parts = build_parts(cfg)
+    model, prompts = parts.model, parts.train_prompts[: s.prompts_per_iteration]
+    seeds = torch.arange(len(prompts) * s.group_size)
+    window = sde_steps(s.sde_window, s.num_steps, 0, np.random.default_rng(0))
+
+    def run(noise_level, steps=None):
+        return rollout(model, prompts, s.group_size, seeds, s.num_steps, noise_level, s.guidance_scale,
+                       batch_size=s.batch_size, negative_prompt=s.negative_prompt, sde_steps=steps)
+
+    samplers = {
+        "plain": lambda: plain_sample(model, prompts, s.group_size, seeds, s.num_steps, s.guidance_scale, s.batch_size,
+                                      s.negative_prompt),
+        "sde_logprob": lambda: run(s.noise_level),
+        "window_logprob": lambda: run(s.noise_level, window),
+        "ode_logprob": lambda: run(0.0),
+    }
+    seconds = best_times(samplers, repeats)
+    gap = float((samplers["plain"]() - run(0.0).images).abs().max())
+    return {"seconds": seconds, "ratio_to_plain": {k: v / seconds["plain"] for k, v in seconds.items()},
+            "sde_steps": int(window.sum()), "samples": len(seeds), "num_steps": s.num_steps, "repeats": repeats,
+            "plain_vs_ode_rollout_max_abs_diff": gap}
+
+
+# -- outputs -------------------------------------------------------------------------------------
+def _fmt(values: list[float], fmt: str, unit: str = "", pct: bool = False) -> str:
+    """mean ± std over the seeds that got there; a ratio as a percentage change with ``pct``."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "not reached"
+    mean, std = float(np.mean(finite)), float(np.std(finite))
+    text = f"{100 * (mean - 1):+.0f}% ± {100 * std:.0f}" if pct else f"{mean:{fmt}}{unit} ± {std:{fmt}}"
+    return text + (f" ({len(finite)}/{len(values)} seeds)" if len(finite) < len(values) else "")
+
+
+COLUMNS = ("iteration", "fpe", "fpe_ratio", "fpe_per_iteration_ratio", "iteration_ratio", "seconds",
+           "seconds_ratio", "diversity", "diversity_ratio", "final_alignment")
+
+
+def write_outputs(out: Path, result: dict) -> None:
+    analysis = result["analysis"]
+    (out / "trajectories.json").write_text(json.dumps(result["trajectories"], indent=2))
+    with (out / "table.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "seed", *COLUMNS])
+        for r in analysis["table"]:
+            for k, seed in enumerate(result["seeds"]):
+                w.writerow([r["method"], seed, *(r[c][k] for c in COLUMNS)])
+    base = result["baseline"]
+    lines = [
+        f"Target: {base}'s alignment after {result['iterations']} iterations, per seed "
+        f"({', '.join(f'{v:.2f}' for v in analysis['targets'].values())}); seeds {result['seeds']}. "
+        "Compute in denoiser forward-pass equivalents (fpe = forwards + 2 x backwards), training only.",
+        "",
+        f"| method | iterations to target | fpe to target | fpe vs {base} | = fpe per iteration | x iterations | "
+        f"wall s to target | wall vs {base} | diversity at target | diversity vs {base} | final alignment |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in analysis["table"]:
+        lines.append(
+            f"| {r['method']} | {_fmt(r['iteration'], '.1f')} | {_fmt(r['fpe'], ',.0f')} | {_fmt(r['fpe_ratio'], '.2f', 'x')}"
+            f" | {_fmt(r['fpe_per_iteration_ratio'], '.2f', 'x')} | {_fmt(r['iteration_ratio'], '.2f', 'x')}"
+            f" | {_fmt(r['seconds'], '.0f')} | {_fmt(r['seconds_ratio'], '.2f', 'x')} | {_fmt(r['diversity'], '.4f')}"
+            f" | {_fmt(r['diversity_ratio'], '', pct=True)} | {_fmt(r['final_alignment'], '.2f')}"
+            f" (it {r['final_iteration']}) |")
+    timing = result.get("rollout_timing")
+    if timing:
+        sec, ratio = timing["seconds"], timing["ratio_to_plain"]
+        lines += ["", f"Rollout of {timing['samples']} samples x {timing['num_steps']} steps, best of "
+                  f"{timing['repeats']} (seconds; ratio to diffusers' plain deterministic loop):", "",
+                  "| sampler | seconds | vs plain |", "|---|---|---|"]
+        lines += [f"| {k} | {sec[k]:.3f} | {ratio[k]:.3f}x |" for k in sec]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    efficiency_plot(analysis["mean_trajectories"], float(np.mean(list(analysis["targets"].values()))),
+                    out / "efficiency.png", f"mean of seeds {result['seeds']}")
+
+
+def efficiency_plot(trajectories: dict[str, list[dict]], target: float, path: Path, title: str) -> Path:
+    """Alignment against cumulative compute and wall time, and diversity against compute; the
+    target (the baseline's final alignment) as a dashed line."""
+    fig, axes = _pyplot().subplots(1, 3, figsize=(15, 4.5), dpi=110)
+    panels = (("fpe", "alignment", "denoiser forward-pass equivalents (cumulative)"),
+              ("seconds", "alignment", "training wall time, s (cumulative)"),
+              ("fpe", "diversity", "denoiser forward-pass equivalents (cumulative)"))
+    for ax, (x, y, xlabel) in zip(axes, panels):
+        for name, points in trajectories.items():
+            ax.plot([p[x] for p in points], [p[y] for p in points], marker=".", label=name)
+        if y == "alignment":
+            ax.axhline(target, color="black", linestyle="--", linewidth=0.8, label="target")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return _save_figure(fig, path)
+
+
+def run_benchmark(bench: EfficiencyBenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path,
+                  tracker=None, progress: bool = True) -> dict[str, Any]:
+    tracker = tracker or NullTracker()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    trajectories: dict[str, dict[int, list[dict]]] = {name: {} for name in bench.methods}
+    with tracker.run("efficiency-benchmark", {"seeds": ",".join(map(str, seeds)), "iterations": bench.iterations,
+                                              "methods": ",".join(bench.methods)}):
+        for seed in seeds:
+            for name in bench.methods:
+                cfg = bench.run_config(base, name, seed)
+                if progress:
+                    print(f"[{time.perf_counter() - start:6.0f} s] {name}, seed {seed}", flush=True)
+                with tracker.run(f"{name}/seed{seed}", {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
+                    trajectories[name][seed] = train_with_compute(cfg, tracker)
+        result = {"baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
+                  "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+                  "trajectories": trajectories, "analysis": analyse(trajectories, bench.baseline, bench.iterations)}
+        if bench.timing_method is not None:
+            result["rollout_timing"] = time_rollouts(bench.run_config(base, bench.timing_method, seeds[0]),
+                                                     bench.timing_repeats)
+        result["wall_seconds"] = time.perf_counter() - start
+        write_outputs(out, result)
+        (out / "summary.json").write_text(json.dumps({k: v for k, v in result.items() if k != "trajectories"}, indent=2))
+        for name in ("table.md", "table.csv", "efficiency.png", "trajectories.json", "summary.json"):
+            tracker.log_artifact(out / name)
+    return result
+
+
+__all__ = ["EfficiencyBenchConfig", "plain_sample", "run_benchmark", "time_rollouts"]
