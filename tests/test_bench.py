@@ -56,6 +56,7 @@ def test_pareto_benchmark_smoke(testbed, tmp_path):
 def test_seeds_are_a_count_or_a_list():
     assert parse_seeds("3") == [0, 1, 2]
     assert parse_seeds("100,101,102") == [100, 101, 102]
+    assert parse_seeds("100,") == [100]
     for bad in ("0", "1,1", "a,b", "-1,2"):
         with pytest.raises(ConfigError, match="--seeds"):
             parse_seeds(bad)

@@ -70,9 +70,10 @@ class BenchConfig(BaseModel):
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``--seeds``: a count N (the seeds 0 .. N-1) or an explicit comma-separated list ('100,101,102')."""
+    """``--seeds``: a count N (the seeds 0 .. N-1) or an explicit comma-separated list ('100,101,102';
+    one explicit seed as '100,')."""
     try:
-        seeds = [int(x) for x in text.split(",")] if "," in text else list(range(int(text)))
+        seeds = [int(x) for x in text.split(",") if x.strip()] if "," in text else list(range(int(text)))
     except ValueError:
         raise ConfigError(f"--seeds expects a count (3) or a comma-separated list of seeds (100,101,102), "
                           f"got {text!r}") from None
