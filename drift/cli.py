@@ -197,6 +197,15 @@ def cmd_bench_testbed(args) -> int:
     return 0
 
 
+def cmd_bench_prompt_noise(args) -> int:
+    from drift.bench import prompt_noise
+
+    result = prompt_noise.run(_config(args), args.out, args.scales)
+    print(prompt_noise.markdown(result))
+    print(f"finished in {result['wall_seconds']:.0f} s; outputs in {args.out}")
+    return 0
+
+
 def cmd_bench_pareto(args, tracker=None) -> int:
     """The benchmark; ``tracker`` (mlops.tracking.MlflowTracker from the console script) records it."""
     from drift.bench.pareto import load_bench_config, parse_seeds, run_benchmark
@@ -303,6 +312,12 @@ def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.
     p.add_argument("--iterations", type=int, default=60, help="iterations of the GRPO and DRIFT runs")
     p.add_argument("--every", type=int, default=5, help="evaluate every N iterations")
     p.set_defaults(handler=cmd_bench_testbed)
+
+    p = with_config(bsub.add_parser("prompt-noise", help="what each form and scale of prompt noise does to the base "
+                                    "model's samples, and the prompts' distances in the conditioning space"))
+    p.add_argument("--out", default="docs/prompt_noise")
+    p.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0], help="noise scales s to probe")
+    p.set_defaults(handler=cmd_bench_prompt_noise)
 
     p = bsub.add_parser("pareto", help="DRIFT vs GRPO baselines and ablations at matched alignment/diversity")
     p.add_argument("-c", "--config", required=True, help="benchmark configuration (configs/bench/*.yaml)")

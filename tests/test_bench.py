@@ -88,3 +88,31 @@ def test_a_typo_in_a_method_fails_before_training(tmp_path):
         "grpo": {"drift.subset.enabled": False}, "drift": {"drift.shaping.wieght": 2}}}))
     with pytest.raises(ConfigError, match="(?s)method .drift.*wieght"):
         load_bench_config(path)
+
+
+def test_prompt_distances_separate_phrasings_from_classes():
+    import torch
+
+    from drift.bench.prompt_noise import prompt_distances
+
+    base = torch.zeros(2, 3, 4)
+    base[1] += 2.0  # class b sits 2 away from class a in every entry
+    embeds = torch.stack([base[0], base[0] + 0.5, base[1]])  # two phrasings of a (0.5 apart), one of b
+    d = prompt_distances(embeds, ["a", "a", "b"])
+    assert d["rms_same_class"] == pytest.approx(0.5)
+    assert d["rms_other_class"] == pytest.approx((2.0 + 1.5) / 2)
+
+
+def test_prompt_noise_probe_measures_every_form_against_the_clean_prompt(testbed, tmp_path):
+    from drift.bench.prompt_noise import FORMS, run
+    from tests.conftest import small_config
+
+    result = run(small_config(testbed, **{"sampling.num_steps": 4}), tmp_path, scales=[0.5, 4.0], num_prompts=2,
+                 samples_per_prompt=4)
+    rows = result["rows"]
+    assert len(rows) == 1 + len(FORMS) * 2 and rows[0]["form"] == "clean prompt"
+    clean = rows[0]["alignment"]
+    # a large CADS scale with no floor feeds noise instead of the prompt at the first steps: the samples change
+    cads_large = next(r for r in rows if r["form"] == "cads" and r["floor"] == 0 and r["scale"] == 4.0)
+    assert cads_large["alignment"] != clean
+    assert "| additive | 0 | 0.5 |" in (tmp_path / "prompt_noise.md").read_text()

@@ -15,7 +15,7 @@ from drift.registry import REFERENCES
 from drift.scoring.coverage import ReferenceSet, coverage_report
 from drift.scoring.diversity import diversity_report
 from drift.models.base import T2IModel
-from drift.sampling.rollout import rollout
+from drift.sampling.rollout import PromptNoise, rollout
 
 
 @dataclass
@@ -35,14 +35,16 @@ def eval_seeds(seed: int, count: int) -> torch.Tensor:
 def evaluate(model: T2IModel, reward, embed, prompts: list[str], samples_per_prompt: int, seed: int,
              num_steps: int, noise_level: float = 0.0, guidance_scale: float = 1.0, batch_size: int = 256,
              progress: bool = False, negative_prompt: str = "", reference: ReferenceSet | None = None,
-             coverage_k: int = 3) -> Evaluation:
+             coverage_k: int = 3, prompt_noise: PromptNoise | None = None) -> Evaluation:
     """alignment = mean reward; diversity = per-prompt mean pairwise cosine distance of the
     embeddings, and the Vendi score, each averaged over prompts; with a ``reference`` set, the
     coverage of the real images of each prompt's class (``coverage_report``: precision, recall,
-    Frechet distance, averaged over classes)."""
+    Frechet distance, averaged over classes). ``prompt_noise`` is for probes of the conditioning;
+    the evaluation protocol samples the clean prompts."""
     n = len(prompts) * samples_per_prompt
     ro = rollout(model, prompts, samples_per_prompt, eval_seeds(seed, n), num_steps, noise_level,
-                 guidance_scale, batch_size=batch_size, progress=progress, negative_prompt=negative_prompt)
+                 guidance_scale, prompt_noise=prompt_noise, batch_size=batch_size, progress=progress,
+                 negative_prompt=negative_prompt)
     rewards, parts = reward(ro.images, ro.prompts)
     features = embed(ro.images).cpu()
     metrics = {"alignment": float(rewards.mean()), **diversity_report(features, ro.group_ids)}

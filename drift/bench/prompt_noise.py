@@ -1,0 +1,92 @@
+"""`drift bench prompt-noise`: what each form of prompt noise does to the base model's samples,
+before any training, and how far apart the prompts are in the conditioning space.
+
+Every form and scale samples the same held-out prompts with the same seeds, sampler and noise
+schedule (tau1, tau2 from the run config); only the conditioning differs. The distances say what a
+scale means: the per-entry standard deviation of the prompt embeddings, and the RMS distance
+between two prompts naming the same class (two phrasings of one digit) and different classes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from statistics import fmean
+from itertools import combinations
+from pathlib import Path
+
+import torch
+
+from drift.build import build_parts
+from drift.config import DriftConfig
+from drift.errors import ConfigError
+from drift.evaluation.protocol import evaluate, reference_set
+from drift.sampling.rollout import PromptNoise
+
+# (form, floor): the three forms of DESIGN.md, CADS also with a floor on g.
+FORMS = (("cads", 0.0), ("cads", 0.5), ("additive", 0.0), ("anchored", 0.0))
+METRICS = ("alignment", "diversity", "precision", "recall", "frechet")
+
+
+def prompt_distances(embeds: torch.Tensor, classes: list) -> dict[str, float]:
+    """Per-entry std of the token embeddings (P, L, D), and the mean RMS distance between two
+    prompts of the same class and of different classes."""
+    same, other = [], []
+    for i, j in combinations(range(len(classes)), 2):
+        rms = float((embeds[i] - embeds[j]).pow(2).mean().sqrt())
+        (same if classes[i] == classes[j] else other).append(rms)
+    return {"entry_std": float(embeds.std()), "rms_same_class": fmean(same) if same else float("nan"),
+            "rms_other_class": fmean(other) if other else float("nan")}
+
+
+def run(cfg: DriftConfig, out_dir: str | Path, scales: list[float], num_prompts: int = 10,
+        samples_per_prompt: int = 48) -> dict:
+    """Measure the clean prompt and every (form, floor) x scale; writes prompt_noise.md and .json."""
+    if cfg.eval.coverage is None:
+        raise ConfigError("eval.coverage: the prompt-noise probe needs the real images per class")
+    start = time.perf_counter()
+    parts = build_parts(cfg)
+    reference = reference_set(cfg.eval.coverage.name, json.dumps(cfg.eval.coverage.args, sort_keys=True))
+    prompts = parts.eval_prompts[:num_prompts]
+    s, pn = cfg.sampling, cfg.drift.prompt_noise
+
+    def measure(noise: PromptNoise | None) -> dict[str, float]:
+        e = evaluate(parts.model, parts.reward, parts.embed, prompts, samples_per_prompt, cfg.eval.seed, s.num_steps,
+                     s.noise_level, s.guidance_scale, s.batch_size, negative_prompt=s.negative_prompt,
+                     reference=reference, coverage_k=cfg.eval.coverage.k, prompt_noise=noise)
+        return {k: e.metrics[k] for k in METRICS}
+
+    rows = [{"form": "clean prompt", "floor": None, "scale": None, **measure(None)}]
+    for form, floor in FORMS:
+        for scale in scales:
+            noise = PromptNoise(scale=scale, tau1=pn.tau1, tau2=pn.tau2, form=form, floor=floor)
+            rows.append({"form": form, "floor": floor, "scale": scale, **measure(noise)})
+            print(f"[{time.perf_counter() - start:5.0f} s] {form} floor {floor} scale {scale}", flush=True)
+    with torch.no_grad():
+        distances = prompt_distances(parts.model.encode(parts.train_prompts).embeds.float().cpu(),
+                                     [reference.classify(p) for p in parts.train_prompts])
+    result = {"rows": rows, "distances": distances, "prompts": len(prompts), "samples_per_prompt": samples_per_prompt,
+              "seed": cfg.eval.seed, "tau1": pn.tau1, "tau2": pn.tau2, "noise_level": s.noise_level,
+              "wall_seconds": time.perf_counter() - start}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "prompt_noise.json").write_text(json.dumps(result, indent=2))
+    (out / "prompt_noise.md").write_text(markdown(result))
+    return result
+
+
+def markdown(result: dict) -> str:
+    d = result["distances"]
+    lines = [f"Base model, {result['prompts']} held-out prompts x {result['samples_per_prompt']} seeds, prompt noise "
+             f"between tau1 {result['tau1']} and tau2 {result['tau2']}. Prompt embeddings: per-entry std "
+             f"{d['entry_std']:.2f}; RMS distance between two prompts of one class {d['rms_same_class']:.2f}, "
+             f"of different classes {d['rms_other_class']:.2f}.", "",
+             "| form | floor | scale | " + " | ".join(METRICS) + " |", "|---" * (3 + len(METRICS)) + "|"]
+    for r in result["rows"]:
+        cells = [r["form"], "-" if r["floor"] is None else f"{r['floor']:g}", "-" if r["scale"] is None else f"{r['scale']:g}"]
+        cells += [f"{r[k]:.4f}" if k != "frechet" else f"{r[k]:.1f}" for k in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["prompt_distances", "run"]
