@@ -18,7 +18,6 @@ diffusers' plain deterministic scheduler loop of the same model, steps and batch
 from __future__ import annotations
 
 import csv
-import json
 import math
 import platform
 import time
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from drift.bench.pareto import BenchConfig, NullTracker
+from drift.bench.pareto import BenchConfig, NullTracker, publish
 from drift.build import build_parts, build_trainer
 from drift.config import DriftConfig
 from drift.evaluation.matching import at_level
@@ -202,7 +201,6 @@ COLUMNS = ("iteration", "fpe", "fpe_ratio", "fpe_per_iteration_ratio", "iteratio
 
 def write_outputs(out: Path, result: dict) -> None:
     analysis = result["analysis"]
-    (out / "trajectories.json").write_text(json.dumps(result["trajectories"], indent=2))
     with (out / "table.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "seed", *COLUMNS])
@@ -281,10 +279,7 @@ def run_benchmark(bench: EfficiencyBenchConfig, base: DriftConfig, seeds: list[i
             result["rollout_timing"] = time_rollouts(bench.run_config(base, bench.timing_method, seeds[0]),
                                                      bench.timing_repeats)
         result["wall_seconds"] = time.perf_counter() - start
-        write_outputs(out, result)
-        (out / "summary.json").write_text(json.dumps({k: v for k, v in result.items() if k != "trajectories"}, indent=2))
-        for name in ("table.md", "table.csv", "efficiency.png", "trajectories.json", "summary.json"):
-            tracker.log_artifact(out / name)
+        publish(out, result, write_outputs, "efficiency.png", tracker)
     return result
 
 

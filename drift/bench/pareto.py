@@ -262,7 +262,6 @@ def markdown_tables(result: dict) -> list[str]:
 
 def write_outputs(out: Path, result: dict) -> None:
     analysis = result["analysis"]
-    (out / "trajectories.json").write_text(json.dumps(result["trajectories"], indent=2))
     keys = [k for k in analysis["table"][0] if k != "method"]
     with (out / "table.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -345,11 +344,18 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_d
             "run_seconds": sum(recorded[f"{n}/seed{s}"]["seconds"] for n in bench.methods for s in seeds),
         }
         result["wall_seconds"] = time.perf_counter() - start
-        write_outputs(out, result)
-        (out / "summary.json").write_text(json.dumps({k: v for k, v in result.items() if k != "trajectories"}, indent=2))
-        for name in ("table.md", "table.csv", "pareto.png", "trajectories.json", "summary.json"):
-            tracker.log_artifact(out / name)
+        publish(out, result, write_outputs, "pareto.png", tracker)
     return result
 
 
-__all__ = ["BenchConfig", "NullTracker", "load_bench_config", "parse_seeds", "run_benchmark"]
+def publish(out: Path, result: dict, write_outputs, plot: str, tracker) -> None:
+    """A benchmark's outputs: its tables and ``plot`` (by ``write_outputs``), the trajectories, and
+    summary.json (everything but the trajectories); all logged to the tracker."""
+    write_outputs(out, result)
+    (out / "trajectories.json").write_text(json.dumps(result["trajectories"], indent=2))
+    (out / "summary.json").write_text(json.dumps({k: v for k, v in result.items() if k != "trajectories"}, indent=2))
+    for name in ("table.md", "table.csv", plot, "trajectories.json", "summary.json"):
+        tracker.log_artifact(out / name)
+
+
+__all__ = ["BenchConfig", "NullTracker", "load_bench_config", "parse_seeds", "publish", "run_benchmark"]
