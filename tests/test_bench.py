@@ -116,3 +116,33 @@ def test_prompt_noise_probe_measures_every_form_against_the_clean_prompt(testbed
     cads_large = next(r for r in rows if r["form"] == "cads" and r["floor"] == 0 and r["scale"] == 4.0)
     assert cads_large["alignment"] != clean
     assert "| additive | 0 | 0.5 |" in (tmp_path / "prompt_noise.md").read_text()
+
+
+def test_efficiency_benchmark_smoke(testbed, tmp_path):
+    from drift.bench.efficiency import EfficiencyBenchConfig, run_benchmark as run_efficiency
+
+    root = testbed["root"]
+    clf = {"checkpoint": str(root / "classifier")}
+    committed = yaml.safe_load((ROOT / "configs/bench/digits_efficiency.yaml").read_text())
+    smoke = {**committed, "base_config": str(ROOT / "configs/digits.yaml"), "iterations": 2, "eval_every": 1,
+             "timing_repeats": 1,
+             "base_overrides": {"model.source": str(root / "base_model"), "data.prompts": str(testbed["prompts"]),
+                                "reward": [{"name": "digit_margin", "args": clf}],
+                                "embedding": {"name": "digit_features", "args": clf},
+                                "eval.coverage.args.images": str(testbed["images"]),
+                                "sampling.group_size": 4, "sampling.prompts_per_iteration": 2,
+                                "eval.num_prompts": 2, "eval.samples_per_prompt": 4}}
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump(smoke))
+    bench, base = load_bench_config(path, schema=EfficiencyBenchConfig)
+    result = run_efficiency(bench, base, seeds=[5], out_dir=tmp_path / "out", progress=False)
+
+    rows = {r["method"]: r for r in result["analysis"]["table"]}
+    assert set(rows) == set(committed["methods"])
+    assert rows["grpo"]["fpe_ratio"] == [1.0]
+    # the window trains 2 steps instead of half of 10: fewer passes per iteration
+    assert rows["grpo_window"]["fpe_per_iteration_ratio"][0] < 0.8
+    timing = result["rollout_timing"]
+    assert timing["plain_vs_ode_rollout_max_abs_diff"] < 1e-4  # noise 0 is diffusers' own deterministic loop
+    for name in ("table.md", "table.csv", "efficiency.png", "trajectories.json", "summary.json"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
