@@ -74,6 +74,7 @@ def small_config(testbed, **overrides):
     root = testbed["root"]
     clf = {"checkpoint": str(root / "classifier")}
     return load_config(ROOT / "configs" / "digits.yaml", {
+        "eval.num_prompts": 10,  # a third of the default: the tests compare runs, not models
         "model.source": str(root / "base_model"), "data.prompts": str(testbed["prompts"]),
         "reward": [{"name": "digit_margin", "args": clf}], "embedding": {"name": "digit_features", "args": clf},
         "eval.coverage.args.images": str(testbed["images"]), "run.output_dir": str(root / "runs"), **overrides,

@@ -19,7 +19,7 @@ from tests.conftest import make_zen_env, model_versions, registry, run_pipeline,
 
 
 def small(testbed, **kw):
-    base = {"train.iterations": 20, "eval.every": 10, "registry.model_name": "drift-digits-test"}
+    base = {"train.iterations": 10, "eval.every": 5, "registry.model_name": "drift-digits-test"}
     return small_config(testbed, **{**base, **kw})
 
 
@@ -76,7 +76,7 @@ def test_pipeline_registers_champion_then_rejects_a_worse_challenger(testbed, ml
     for key in ("reward_mean", "diversity", "kept_fraction", "clip_fraction", "eval/alignment", "final/alignment",
                 "final/vendi", "reference/diversity"):
         assert key in metrics, key
-    assert len(client.get_metric_history(run.info.run_id, "reward_mean")) == 20
+    assert len(client.get_metric_history(run.info.run_id, "reward_mean")) == cfg.train.iterations
     assert run.data.tags["data.data_md5"] and run.data.tags["promotion.decision"] == "promoted"
     artifacts = {a.path for d in ("grids", "plots") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"grids/reference.png", "grids/side_by_side.png", "plots/pareto.png"} <= artifacts
