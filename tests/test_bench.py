@@ -1,7 +1,8 @@
-"""A smoke configuration of the Pareto benchmark: every method of the committed config, tiny budget."""
+"""The benchmarks: smoke runs of the committed configs on a tiny budget, seeds, reach levels, the prompt-noise probe."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,21 +12,25 @@ from drift.errors import ConfigError
 from tests.conftest import ROOT
 
 
-def test_pareto_benchmark_smoke(testbed, tmp_path):
+def smoke_config(testbed, tmp_path, committed: dict, prompts: int, **fields) -> Path:
+    """A committed benchmark config on the small testbed with a tiny budget, written to a file."""
     root = testbed["root"]
     clf = {"checkpoint": str(root / "classifier")}
-    committed = yaml.safe_load((ROOT / "configs/bench/digits_pareto.yaml").read_text())
-    smoke = {**committed, "base_config": str(ROOT / "configs/digits.yaml"), "iterations": 2, "eval_every": 1,
-             "max_iterations": 3,
+    smoke = {**committed, "base_config": str(ROOT / "configs/digits.yaml"), "iterations": 2, "eval_every": 1, **fields,
              "base_overrides": {"model.source": str(root / "base_model"), "data.prompts": str(testbed["prompts"]),
                                 "reward": [{"name": "digit_margin", "args": clf}],
                                 "embedding": {"name": "digit_features", "args": clf},
                                 "eval.coverage.args.images": str(testbed["images"]),
-                                "sampling.group_size": 4, "sampling.prompts_per_iteration": 3,
-                                "eval.num_prompts": 3, "eval.samples_per_prompt": 4}}
+                                "sampling.group_size": 4, "sampling.prompts_per_iteration": prompts,
+                                "eval.num_prompts": prompts, "eval.samples_per_prompt": 4}}
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(smoke))
-    bench, base = load_bench_config(path)
+    return path
+
+
+def test_pareto_benchmark_smoke(testbed, tmp_path):
+    committed = yaml.safe_load((ROOT / "configs/bench/digits_pareto.yaml").read_text())
+    bench, base = load_bench_config(smoke_config(testbed, tmp_path, committed, 3, max_iterations=3))
     result = run_benchmark(bench, base, seeds=[5, 7], out_dir=tmp_path / "out", progress=False)
 
     assert set(result["trajectories"]) == set(committed["methods"])
@@ -121,20 +126,9 @@ def test_prompt_noise_probe_measures_every_form_against_the_clean_prompt(testbed
 def test_efficiency_benchmark_smoke(testbed, tmp_path):
     from drift.bench.efficiency import EfficiencyBenchConfig, run_benchmark as run_efficiency
 
-    root = testbed["root"]
-    clf = {"checkpoint": str(root / "classifier")}
     committed = yaml.safe_load((ROOT / "configs/bench/digits_efficiency.yaml").read_text())
-    smoke = {**committed, "base_config": str(ROOT / "configs/digits.yaml"), "iterations": 2, "eval_every": 1,
-             "timing_repeats": 1,
-             "base_overrides": {"model.source": str(root / "base_model"), "data.prompts": str(testbed["prompts"]),
-                                "reward": [{"name": "digit_margin", "args": clf}],
-                                "embedding": {"name": "digit_features", "args": clf},
-                                "eval.coverage.args.images": str(testbed["images"]),
-                                "sampling.group_size": 4, "sampling.prompts_per_iteration": 2,
-                                "eval.num_prompts": 2, "eval.samples_per_prompt": 4}}
-    path = tmp_path / "smoke.yaml"
-    path.write_text(yaml.safe_dump(smoke))
-    bench, base = load_bench_config(path, schema=EfficiencyBenchConfig)
+    bench, base = load_bench_config(smoke_config(testbed, tmp_path, committed, 2, timing_repeats=1),
+                                    schema=EfficiencyBenchConfig)
     result = run_efficiency(bench, base, seeds=[5], out_dir=tmp_path / "out", progress=False)
 
     rows = {r["method"]: r for r in result["analysis"]["table"]}
