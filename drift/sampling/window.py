@@ -32,9 +32,9 @@ def window_start(window, num_steps: int, iteration: int, rng: np.random.Generato
 
 def sde_steps(window, num_steps: int, iteration: int, rng: np.random.Generator) -> torch.Tensor:
     """(T,) bool mask of the stochastic (trainable) steps; all True without a window."""
-    mask = torch.zeros(num_steps, dtype=torch.bool)
     if window.size is None or window.size >= num_steps:
         return torch.ones(num_steps, dtype=torch.bool)
     start = window_start(window, num_steps, iteration, rng)
+    mask = torch.zeros(num_steps, dtype=torch.bool)
     mask[start : start + window.size] = True
     return mask
