@@ -308,23 +308,27 @@ class Trainer:
             self.ema.step(self.params)
         return grad_norm
 
-    def update(self, ro: Rollout, advantages: torch.Tensor, kept: torch.Tensor, mine: torch.Tensor) -> dict[str, float]:
+    def update(self, ro: Rollout, advantages: torch.Tensor, kept: torch.Tensor,
+               mine: torch.Tensor) -> tuple[dict[str, float], list[tuple[torch.Tensor, list[int]]]]:
         """PPO-clipped updates; one optimizer step per ``train.grad_accum`` micro-batches (and at the
         end of each epoch). ``advantages`` (B_local, T) are this process's samples', ``kept`` (B,)
-        the whole batch's mask, ``mine`` the global indices of this process's samples."""
+        the whole batch's mask, ``mine`` the global indices of this process's samples. Returns the
+        update's statistics and the global plan it followed (every epoch's micro-batches)."""
         train = self.cfg.train
         schedule = self.model.schedule(ro.num_steps)
         log = UpdateLog()
+        plan = []
         self.model.forward_module.train()
         for epoch in range(train.inner_epochs):
             batches = self.micro_batches(kept, ro.trainable, epoch)
+            plan += batches
             self.optimizer.zero_grad(set_to_none=True)
             for b, (batch, timesteps) in enumerate(batches):
                 step_now = (b + 1) % train.grad_accum == 0 or b + 1 == len(batches)
                 self.accumulate_micro_batch(ro, schedule, batch, timesteps, advantages, mine, step_now, log)
                 if step_now and (grad_norm := self.optimizer_step()) is not None:
                     log.grad_norm.append(grad_norm)
-        return dist.mean_over_processes(log.summary())
+        return dist.mean_over_processes(log.summary()), plan
 
     # -- one iteration ---------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -337,9 +341,9 @@ class Trainer:
         advantages, kept = drift_advantages(batch.rewards, batch.features, batch.step_features, self.cfg,
                                             ro.num_steps, self.iteration)
         ensure_finite("advantages", advantages)
-        metrics = self.update(ro, advantages[mine], kept, mine)
+        metrics, plan = self.update(ro, advantages[mine], kept, mine)
         t2 = time.perf_counter()
-        passes = self.iteration_passes(ro, kept)
+        passes = self.iteration_passes(plan)
         self.compute.add_iteration(passes, t2 - t0)
 
         group_ids = torch.arange(len(batch.rewards)) // self.cfg.sampling.group_size
@@ -357,12 +361,11 @@ class Trainer:
         self.iteration += 1
         return metrics
 
-    def iteration_passes(self, ro: Rollout, kept: torch.Tensor) -> Passes:
-        """Denoiser passes of this iteration's rollout (all processes) and update (its global plan)."""
-        s, train = self.cfg.sampling, self.cfg.train
-        plans = [plan for epoch in range(train.inner_epochs) for plan in self.micro_batches(kept, ro.trainable, epoch)]
+    def iteration_passes(self, plan: list[tuple[torch.Tensor, list[int]]]) -> Passes:
+        """Denoiser passes of this iteration's rollout (all processes) and of the update's global ``plan``."""
+        s = self.cfg.sampling
         return (sampling_passes(s.prompts_per_iteration * s.group_size, s.num_steps, s.guidance_scale)
-                + update_passes(plans, s.guidance_scale, kl=train.kl_coef > 0))
+                + update_passes(plan, s.guidance_scale, kl=self.cfg.train.kl_coef > 0))
 
     # -- evaluation and the loop -----------------------------------------------------------------
     def evaluate(self):
