@@ -244,11 +244,12 @@ def test_kill_9_during_training_and_during_a_checkpoint_write_resume_to_the_same
     assert logged == [1, 2, 3, 4, 5, 6]  # every iteration once, none lost, none twice
 
 
-def test_two_processes_promoting_at_once_end_with_the_better_model_as_champion(tmp_path):
+def test_two_processes_promoting_at_once_end_with_the_better_model_as_champion(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     from mlops.stack import create_mlflow_store
 
+    monkeypatch.chdir(tmp_path)  # a SQLite store puts its artifacts under the working directory
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     create_mlflow_store(uri)  # created once, as the stack setup does
     MlflowClient(uri, uri).create_registered_model("gate")
@@ -257,7 +258,7 @@ def test_two_processes_promoting_at_once_end_with_the_better_model_as_champion(t
     # The worse model starts its decision 0.3 s later: without the lock it would read "no
     # champion" too, and set the alias last.
     procs = [subprocess.Popen([sys.executable, str(script), uri, str(alignment), str(tmp_path / "go"), str(delay)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
              for alignment, delay in ((9.0, 0.0), (5.0, 0.3))]
     time.sleep(3)
     (tmp_path / "go").touch()
