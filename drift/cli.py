@@ -23,6 +23,16 @@ def _parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _config(args):
     from drift.config import load_config
 
@@ -214,7 +224,7 @@ def cmd_bench_pareto(args, tracker=None) -> int:
     bench, base = load_bench_config(args.config, _parse_overrides(args.set))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = run_benchmark(bench, base, seeds, out, tracker, resume=args.resume)
+    result = run_benchmark(bench, base, seeds, out, tracker, resume=args.resume, workers=args.workers)
     print((out / "table.md").read_text())
     print(f"{len(bench.methods)} methods x seeds {','.join(map(str, seeds))} in {result['wall_seconds']:.0f} s "
           f"({result['run_seconds']:.0f} s of training in all, reused runs included); outputs in {out}")
@@ -327,6 +337,8 @@ def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.
     p.add_argument("--out", required=True, help="output directory (table, plot, trajectories)")
     p.add_argument("--resume", action="store_true",
                    help="reuse the runs recorded in --out (runs.json) whose configuration is unchanged")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="runs trained at once, in processes of their own sharing torch's threads (default 1)")
     p.set_defaults(handler=cmd_bench_pareto)
     commands["bench pareto"] = p
 

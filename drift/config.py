@@ -274,7 +274,21 @@ class ShapingSection(_Section):
     """lambda at the end of the schedule over training iterations (see weight_iterations)."""
     weight_iterations: int = Field(0, ge=0)
     """Iterations over which lambda moves linearly from weight to final_weight, constant
-    afterwards; 0 keeps lambda = weight throughout."""
+    afterwards; 0 keeps lambda = weight throughout. Only with control 'schedule'."""
+    control: Literal["schedule", "target"] = "schedule"
+    """How lambda changes over training: 'schedule' follows weight -> final_weight over
+    weight_iterations; 'target' starts at weight and is steered each iteration toward a diversity
+    target (drift.method.schedule.controlled_weight): up while the rollouts' group diversity is
+    below target_diversity times the first iteration's, down while it is above."""
+    target_diversity: float = Field(0.65, gt=0, le=1.0)
+    """D* / D_0 for control 'target': the diversity held, as a fraction of the group diversity of the
+    first iteration's rollouts (the base model's, for a fresh run)."""
+    control_gain: float = Field(0.2, gt=0, le=2.0)
+    """kappa for control 'target': lambda changes by at most a factor exp(kappa) per iteration."""
+    min_weight: float = Field(0.1, ge=0)
+    """Lower bound on lambda under control 'target' (above 0, so that it can grow back)."""
+    max_weight: float = Field(10.0, gt=0)
+    """Upper bound on lambda under control 'target'."""
     gamma: float = Field(1.0, gt=0, le=1.0)
     """gamma of the dense shaping terms (1: they telescope to the terminal bonus)."""
     gate: Literal["none", "mean", "drive"] = "none"
@@ -290,6 +304,15 @@ class ShapingSection(_Section):
     @classmethod
     def _boolean_gate(cls, value):
         return {True: "mean", False: "none"}.get(value, value) if isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one_control(self):
+        if self.control == "target" and self.weight_iterations:
+            raise ValueError("weight_iterations is a schedule: set it to 0 with control 'target', "
+                             "whose lambda follows the diversity target instead")
+        if self.min_weight > self.max_weight:
+            raise ValueError(f"min_weight ({self.min_weight}) is above max_weight ({self.max_weight})")
+        return self
 
 
 class DriftSection(_Section):
@@ -449,7 +472,12 @@ RESUMABLE_CHANGES = ("train.iterations",)
 
 def config_differences(saved: dict, current: dict, allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
     """Dotted fields whose values differ between two dumped configurations, as 'field: a -> b'
-    (fields in ``allowed`` are ignored)."""
+    (fields in ``allowed`` are ignored). A field added since ``saved`` was written compares at its
+    default."""
+    try:
+        saved = DriftConfig.model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        pass  # compared as written: every field it lacks or spells otherwise is reported
     a, b = _flatten(saved), _flatten(current)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in allowed and a.get(k) != b.get(k)]

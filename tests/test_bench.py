@@ -54,6 +54,12 @@ def test_pareto_benchmark_smoke(testbed, tmp_path):
     # an interrupted or repeated benchmark reuses the runs it recorded, unless their configuration changed
     again = run_benchmark(bench, base, seeds=[5, 7], out_dir=tmp_path / "out", progress=False, resume=True)
     assert again["trajectories"] == result["trajectories"] and again["wall_seconds"] < 0.5 * result["wall_seconds"]
+    # the same runs trained two at a time in worker processes (one torch thread each)
+    parallel = run_benchmark(bench, base, seeds=[5], out_dir=tmp_path / "parallel", progress=False, workers=2)
+    for name, runs in parallel["trajectories"].items():
+        for a, b in zip(runs[5], result["trajectories"][name][5], strict=True):
+            assert a == pytest.approx(b, rel=1e-3, abs=1e-4), name
+    assert "2 workers" in parallel["machine"]
     changed = base.with_overrides({"drift.shaping.weight": 0.5})
     assert _run_key(bench.run_config(changed, "drift", 5), None, bench) != _run_key(bench.run_config(base, "drift", 5), None, bench)
 

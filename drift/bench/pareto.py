@@ -16,8 +16,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -300,44 +302,75 @@ def load_runs(out: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _train_job(bench: BenchConfig, cfg: DriftConfig, target: float | None, threads: int | None,
+               progress: bool) -> dict:
+    """One run, in this process or a worker's: its trajectory, its per-iteration metrics (logged to
+    the tracker by the parent) and its training time. ``threads`` sets torch's threads in a worker."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    metrics: list[tuple[int, dict]] = []
+    start = time.perf_counter()
+    trajectory = train_run(bench, cfg, target, lambda m, it: metrics.append((it, m)), progress)
+    return {"trajectory": trajectory, "metrics": metrics, "seconds": time.perf_counter() - start}
+
+
 def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path, tracker=None,
-                  progress: bool = True, resume: bool = False) -> dict:
+                  progress: bool = True, resume: bool = False, workers: int = 1) -> dict:
     """Every method on every seed (the baseline on every seed first, since the others may train on
     to its final alignment), the analysis, and the outputs in ``out_dir``. Each finished run is
     recorded in ``out_dir``/runs.json with its configuration; with ``resume``, runs recorded there
-    with the same configuration and extension are reused instead of trained again."""
+    with the same configuration and extension are reused instead of trained again. With
+    ``workers`` > 1, runs train in that many processes at once, each with an equal share of torch's
+    threads (the same runs as one at a time, up to the rounding differences of another thread count)."""
     tracker = tracker or NullTracker()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     recorded = load_runs(out) if resume else {}
-    order = [bench.baseline, *[m for m in bench.methods if m != bench.baseline]]
     trajectories: dict[str, dict[int, list[dict]]] = {name: {} for name in bench.methods}
+    threads = max(1, torch.get_num_threads() // workers) if workers > 1 else None
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
     with tracker.run("pareto-benchmark", {"seeds": ",".join(map(str, seeds)), "iterations": bench.iterations,
-                                          "max_iterations": bench.max_iterations, "methods": ",".join(bench.methods)}):
-        for name in order:
-            for seed in seeds:
-                cfg = bench.run_config(base, name, seed)
-                target = None
-                if name != bench.baseline and bench.max_iterations:
-                    target = max(bench.reach_fractions) * within_budget(
-                        trajectories[bench.baseline][seed], bench.iterations)[-1]["alignment"]
-                key, run_id = _run_key(cfg, target, bench), f"{name}/seed{seed}"
-                if run_id in recorded and recorded[run_id]["key"] == key:
-                    trajectories[name][seed] = recorded[run_id]["trajectory"]
-                    continue
-                if progress:
-                    print(f"[{time.perf_counter() - start:6.0f} s] {name}, seed {seed}", flush=True)
-                run_start = time.perf_counter()
+                                          "max_iterations": bench.max_iterations, "methods": ",".join(bench.methods),
+                                          "workers": workers}):
+        for phase in ([bench.baseline], [m for m in bench.methods if m != bench.baseline]):
+            jobs = {}
+            for name in phase:
+                for seed in seeds:
+                    cfg = bench.run_config(base, name, seed)
+                    target = None
+                    if name != bench.baseline and bench.max_iterations:
+                        target = max(bench.reach_fractions) * within_budget(
+                            trajectories[bench.baseline][seed], bench.iterations)[-1]["alignment"]
+                    key, run_id = _run_key(cfg, target, bench), f"{name}/seed{seed}"
+                    if run_id in recorded and recorded[run_id]["key"] == key:
+                        trajectories[name][seed] = recorded[run_id]["trajectory"]
+                    else:
+                        jobs[(name, seed)] = (key, (bench, cfg, target, threads, progress and pool is None))
+            if progress and jobs:
+                print(f"[{time.perf_counter() - start:6.0f} s] training {', '.join(f'{n}/seed{s}' for n, s in jobs)}"
+                      f" ({workers} at a time)", flush=True)
+            if pool is None:
+                done = (((name, seed), _train_job(*args)) for (name, seed), (_, args) in jobs.items())
+            else:
+                futures = {pool.submit(_train_job, *args): job for job, (_, args) in jobs.items()}
+                done = ((futures[f], f.result()) for f in as_completed(futures))
+            for (name, seed), run in done:
+                run_id = f"{name}/seed{seed}"
                 with tracker.run(run_id, {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
-                    trajectories[name][seed] = train_run(bench, cfg, target, tracker.log_metrics, progress)
-                recorded[run_id] = {"key": key, "seconds": time.perf_counter() - run_start,
-                                    "trajectory": trajectories[name][seed]}
+                    for iteration, metrics in run["metrics"]:
+                        tracker.log_metrics(metrics, iteration)
+                trajectories[name][seed] = run["trajectory"]
+                recorded[run_id] = {"key": jobs[(name, seed)][0], "seconds": run["seconds"], "trajectory": run["trajectory"]}
                 (out / "runs.json").write_text(json.dumps(recorded))
+                if progress:
+                    print(f"[{time.perf_counter() - start:6.0f} s] {run_id} done in {run['seconds']:.0f} s", flush=True)
+        if pool is not None:
+            pool.shutdown()
         result = {
             "baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
             "max_iterations": bench.max_iterations, "reach_fractions": bench.reach_fractions,
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+            "machine": f"{platform.machine()}, {threads or torch.get_num_threads()} torch threads x {workers} workers",
             "trajectories": trajectories,
             "analysis": analyse(trajectories, bench.baseline, bench.levels, bench.iterations, bench.reach_fractions),
             # training time of the runs in the table, whether trained now or reused

@@ -31,7 +31,7 @@ from drift.errors import ConfigMismatchError, NonFiniteError
 from drift.evaluation.protocol import Evaluation, evaluate_with_config
 from drift.method.advantages import drift_advantages
 from drift.method.grpo import clipped_policy_loss, mean_kl
-from drift.method.schedule import linear_schedule
+from drift.method.schedule import controlled_weight, linear_schedule
 from drift.models.base import T2IModel
 from drift.sampling.rollout import (PromptNoise, Rollout, condition_noise, conditioning_at, expand_groups,
                                     rollout_samples)
@@ -107,6 +107,9 @@ class Trainer:
         self.trajectory: list[dict[str, float]] = []
         self.last_evaluation: Evaluation | None = None  # images and metrics of the latest evaluation
         self.compute = ComputeLedger()
+        # The diversity controller's state (shaping.control 'target'): lambda and the target D*.
+        self.shaping_weight: float | None = None
+        self.diversity_target: float | None = None
         train = config.train
         torch.manual_seed(config.run.seed)
         if train.lora.enabled:
@@ -223,6 +226,20 @@ class Trainer:
         x0 = ro.x0_preds[:, 1:].flatten(0, 1)
         return self.embed(self.model.decode(x0)).cpu().reshape(ro.x0_preds.shape[0], ro.num_steps - 1, -1)
 
+    def shaping_weight_at(self, diversity: float) -> float:
+        """lambda for this iteration: the schedule's, or under shaping.control 'target' one step of
+        the diversity controller from the previous iteration's lambda on this iteration's rollout
+        diversity. The first iteration runs at shaping.weight and sets the target D*."""
+        sh = self.cfg.drift.shaping
+        if sh.control == "schedule":
+            return linear_schedule(self.iteration, sh.weight, sh.final_weight, sh.weight_iterations)
+        if self.diversity_target is None:
+            self.diversity_target, self.shaping_weight = sh.target_diversity * diversity, sh.weight
+        else:
+            self.shaping_weight = controlled_weight(self.shaping_weight, diversity, self.diversity_target,
+                                                    sh.control_gain, sh.min_weight, sh.max_weight)
+        return self.shaping_weight
+
     # -- the update ------------------------------------------------------------------------------
     def recompute_transition(self, ro: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise):
         """Step i of ``samples`` under the current policy (with gradients), with the conditioning the
@@ -338,26 +355,30 @@ class Trainer:
         batch = self.score_rollout(ro)
         ensure_finite("reward", batch.rewards)
         t1 = time.perf_counter()
+        group_ids = torch.arange(len(batch.rewards)) // self.cfg.sampling.group_size
+        diversity = diversity_report(batch.features, group_ids)
+        weight = self.shaping_weight_at(diversity["diversity"])
         advantages, kept = drift_advantages(batch.rewards, batch.features, batch.step_features, self.cfg,
-                                            ro.num_steps, self.iteration)
+                                            ro.num_steps, weight=weight)
         ensure_finite("advantages", advantages)
         metrics, plan = self.update(ro, advantages[mine], kept, mine)
         t2 = time.perf_counter()
         passes = self.iteration_passes(plan)
         self.compute.add_iteration(passes, t2 - t0)
 
-        group_ids = torch.arange(len(batch.rewards)) // self.cfg.sampling.group_size
         metrics.update(
             reward_mean=float(batch.rewards.mean()), reward_std=float(batch.rewards.std()),
             kept_fraction=float(kept.float().mean()), processes=dist.world()[1],
             time_rollout=t1 - t0, time_update=t2 - t1, time_iteration=t2 - t0,
             **{f"reward/{k}": float(v.mean()) for k, v in batch.reward_terms.items()},
-            **diversity_report(batch.features, group_ids),
+            **diversity,
             **passes.metrics("compute/"), **self.compute.metrics(),
             sde_steps=int(ro.trainable.sum()), sde_window_start=int(torch.nonzero(ro.trainable)[0]),
         )
         if ro.prompt_noise is not None:
             metrics["prompt_noise_scale"] = ro.prompt_noise.scale
+        if self.cfg.drift.shaping.enabled:
+            metrics["shaping_weight"] = weight
         self.iteration += 1
         return metrics
 
@@ -434,6 +455,7 @@ class Trainer:
             "optimizer": get_optimizer_state_dict(self.model.forward_module, self.optimizer.optimizer, options=FULL_STATE),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "compute": self.compute.state_dict(),
+            "shaping_control": {"weight": self.shaping_weight, "target": self.diversity_target},
             "rng": {"torch": torch.get_rng_state(), "numpy": [np_state[0], np_state[1], *np_state[2:]],
                     "python": random.getstate()},
         }
@@ -477,3 +499,5 @@ class Trainer:
         random.setstate((version, tuple(internal), gauss))
         self.iteration, self.trajectory = state["iteration"], state["trajectory"]
         self.compute = ComputeLedger(**state.get("compute", {}))  # checkpoints from before the ledger: 0
+        control = state.get("shaping_control", {})
+        self.shaping_weight, self.diversity_target = control.get("weight"), control.get("target")
