@@ -23,6 +23,7 @@ class RunParts:
     model: T2IModel
     reward: WeightedReward
     embed: object
+    shaping_embed: object  # the potential's embedding: ``embed`` unless drift.shaping.embedding names another
     train_prompts: list[str]
     eval_prompts: list[str]
 
@@ -47,12 +48,15 @@ def build_parts(cfg: DriftConfig, model_source: str | None = None, prompts: pd.D
     ``prompts`` the prompt table read from cfg.data.prompts (e.g. one already validated)."""
     table = read_prompts(cfg.data.prompts, cfg.data.max_file_mb) if prompts is None else prompts
     device = check_device(cfg.run.device)
+    embed = EMBEDDINGS.build(cfg.embedding.name, device=device, **cfg.embedding.args)
+    shaping = cfg.drift.shaping.embedding
     model = load_model(model_source or cfg.model.source, cfg.model.family, device, DTYPES[cfg.model.dtype],
                        cfg.model.revision, **cfg.model.adapter_options())
     return RunParts(
         model=model,
         reward=WeightedReward.from_config(cfg.reward, device),
-        embed=EMBEDDINGS.build(cfg.embedding.name, device=device, **cfg.embedding.args),
+        embed=embed,
+        shaping_embed=embed if shaping is None else EMBEDDINGS.build(shaping.name, device=device, **shaping.args),
         train_prompts=split_prompts(table, cfg.data.train_split),
         eval_prompts=split_prompts(table, cfg.data.eval_split),
     )
@@ -60,4 +64,5 @@ def build_parts(cfg: DriftConfig, model_source: str | None = None, prompts: pd.D
 
 def build_trainer(cfg: DriftConfig, parts: RunParts | None = None, prompts: pd.DataFrame | None = None) -> Trainer:
     parts = parts or build_parts(cfg, prompts=prompts)
-    return Trainer(cfg, parts.model, parts.reward, parts.embed, parts.train_prompts, parts.eval_prompts)
+    return Trainer(cfg, parts.model, parts.reward, parts.embed, parts.train_prompts, parts.eval_prompts,
+                   parts.shaping_embed)

@@ -55,8 +55,8 @@ def cmd_testbed_classifier(args) -> int:
     from drift.testbed.classifier import train_classifier
     from drift.testbed.data import load_images
 
-    deterministic_build()
     p = load_testbed_params(args.params)
+    deterministic_build(p.threads)
     data = load_images(args.images)
     model, accuracy = train_classifier(data["images"], data["labels"], data["is_test"], p.classifier.epochs,
                                        p.classifier.lr, seed=p.seed, progress=True)
@@ -73,12 +73,14 @@ def cmd_testbed_pretrain(args) -> int:
     from drift.testbed.data import load_images
     from drift.testbed.pretrain import pretrain, save
 
-    deterministic_build()
-    p = load_testbed_params(args.params).model_dump()
+    params = load_testbed_params(args.params)
+    deterministic_build(params.threads)
+    p = params.model_dump()
     b = p["base_model"]
     data = load_images(args.images)
     pipe, stats = pretrain(data["images"], data["labels"], ~data["is_test"], read_prompts(args.prompts), b["steps"],
-                           b["batch_size"], b["lr"], b["ema_decay"], b["cond_dropout"], p["seed"], progress=True)
+                           b["batch_size"], b["lr"], b["ema_decay"], b["cond_dropout"], p["seed"], progress=True,
+                           attribute_rate=b["attribute_rate"])
     save(pipe, stats, args.out)
     timings = Path(args.timings)
     timings.parent.mkdir(parents=True, exist_ok=True)

@@ -154,7 +154,8 @@ class RewardTerm(_Section):
 
 class EmbeddingSection(_Section):
     name: str = "pixels"
-    """A registered embedding f (drift.registry.EMBEDDINGS) for diversity and shaping."""
+    """A registered embedding f (drift.registry.EMBEDDINGS) for diversity (and for shaping, unless
+    drift.shaping.embedding names another)."""
     args: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the embedding's factory."""
 
@@ -274,27 +275,17 @@ class ShapingSection(_Section):
     """lambda at the end of the schedule over training iterations (see weight_iterations)."""
     weight_iterations: int = Field(0, ge=0)
     """Iterations over which lambda moves linearly from weight to final_weight, constant
-    afterwards; 0 keeps lambda = weight throughout. Only with control 'schedule'."""
-    control: Literal["schedule", "target"] = "schedule"
-    """How lambda changes over training: 'schedule' follows weight -> final_weight over
-    weight_iterations; 'target' starts at weight and is steered each iteration toward a diversity
-    target (drift.method.schedule.controlled_weight): up while the rollouts' group diversity is
-    below target_diversity times the first iteration's, down while it is above."""
-    target_diversity: float = Field(0.65, gt=0, le=1.0)
-    """D* / D_0 for control 'target': the diversity held, as a fraction of the group diversity of the
-    first iteration's rollouts (the base model's, for a fresh run)."""
-    control_gain: float = Field(0.2, gt=0, le=2.0)
-    """kappa for control 'target': lambda changes by at most a factor exp(kappa) per iteration."""
-    min_weight: float = Field(0.1, ge=0)
-    """Lower bound on lambda under control 'target' (above 0, so that it can grow back)."""
-    max_weight: float = Field(10.0, gt=0)
-    """Upper bound on lambda under control 'target'."""
+    afterwards; 0 keeps lambda = weight throughout."""
     gamma: float = Field(1.0, gt=0, le=1.0)
     """gamma of the dense shaping terms (1: they telescope to the terminal bonus)."""
     gate: Literal["none", "mean", "drive"] = "none"
     """Who receives the bonus: 'none' every sample; 'mean' only samples whose reward is at least the
     mean of `over`, the potential normalised over all of `over`; 'drive' the same samples, with the
     potential min-max normalised over them only (as in DRIVE). true / false read as 'mean' / 'none'."""
+    embedding: EmbeddingSection | None = None
+    """The embedding f the potential is computed on; None uses the run's `embedding` (the one
+    diversity is measured in). Another one (a dedicated feature model) keeps the bonus from acting
+    on the very features the reward is read from."""
     over: Literal["group", "kept"] = "group"
     """Samples whose rewards set the bonus's spread and the gate's mean, and over which the
     potential is normalised: the whole group, or the subset kept by component 1 (the samples whose
@@ -304,15 +295,6 @@ class ShapingSection(_Section):
     @classmethod
     def _boolean_gate(cls, value):
         return {True: "mean", False: "none"}.get(value, value) if isinstance(value, bool) else value
-
-    @model_validator(mode="after")
-    def _one_control(self):
-        if self.control == "target" and self.weight_iterations:
-            raise ValueError("weight_iterations is a schedule: set it to 0 with control 'target', "
-                             "whose lambda follows the diversity target instead")
-        if self.min_weight > self.max_weight:
-            raise ValueError(f"min_weight ({self.min_weight}) is above max_weight ({self.max_weight})")
-        return self
 
 
 class DriftSection(_Section):
@@ -534,6 +516,10 @@ class BaseModelParams(_Section):
     """Decay of the EMA whose weights are saved."""
     cond_dropout: float = Field(0.1, ge=0, lt=1)
     """Share of empty-prompt captions, so that classifier-free guidance works."""
+    attribute_rate: float = Field(0.5, ge=0, le=1)
+    """Probability that a caption names each of its image's attributes (drift.testbed.attributes:
+    thickness, slant, size), so that the conditioning space has neighbours with meaning; 0 gives
+    captions that name only the digit."""
 
 
 class TestbedParams(_Section):
@@ -543,6 +529,9 @@ class TestbedParams(_Section):
     """Seed of the data split, the classifier and the pretraining."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of images held out to measure the classifier's accuracy."""
+    threads: int = Field(2, ge=1)
+    """torch threads of the classifier's and the base model's training. A float result depends on
+    the thread count, so it is fixed here rather than taken from the machine's cores."""
     classifier: ClassifierParams = Field(default_factory=ClassifierParams)
     """The digit classifier."""
     base_model: BaseModelParams = Field(default_factory=BaseModelParams)

@@ -9,7 +9,7 @@ import torch
 from drift.method import shaping
 from drift.scoring.diversity import mean_pairwise_cosine_distance, per_group, vendi_score
 from drift.method.prompt_noise import anneal_condition, anneal_weight, perturb
-from drift.method.schedule import controlled_weight, linear_schedule
+from drift.method.schedule import linear_schedule
 from drift.method.advantages import group_advantages
 from drift.method.subset import select_subset, window_subset, zscore_subset
 
@@ -65,25 +65,6 @@ def test_rescaled_condition_keeps_the_clean_statistics():
     out = anneal_condition(y, n, 0.3, 1.0, True, 1.0)
     torch.testing.assert_close(out.mean(dim=(1, 2)), y.mean(dim=(1, 2)), atol=1e-5, rtol=0)
     torch.testing.assert_close(out.std(dim=(1, 2)), y.std(dim=(1, 2)), atol=1e-5, rtol=1e-5)
-
-
-def test_diversity_controller_moves_lambda_toward_the_target_within_its_bounds():
-    step = lambda w, d: controlled_weight(w, d, target=0.05, gain=0.2, low=0.1, high=8.0)  # noqa: E731
-    assert step(2.0, 0.05) == 2.0  # on target: unchanged
-    assert step(2.0, 0.04) > 2.0 > step(2.0, 0.06)  # below target up, above down
-    assert step(2.0, 0.04) == pytest.approx(2.0 * math.exp(0.2 * 0.2))
-    assert step(2.0, 0.0) == pytest.approx(2.0 * math.exp(0.2))  # at most a factor exp(gain) per step
-    assert step(2.0, 1.0) == pytest.approx(2.0 * math.exp(-0.2))
-    assert step(0.1, 1.0) == 0.1 and step(8.0, 0.0) == 8.0  # clipped to [low, high]
-
-
-def test_target_control_refuses_a_schedule():
-    from drift.config import load_config
-    from drift.errors import ConfigError
-    from tests.conftest import ROOT
-
-    with pytest.raises(ConfigError, match="weight_iterations"):
-        load_config(ROOT / "configs/digits.yaml", {"drift.shaping.control": "target"})  # the default has a schedule
 
 
 def test_linear_schedule_endpoints():

@@ -1,6 +1,7 @@
 """The digits testbed, built small in a temporary directory: data, classifier, base model, and the
 direction of the two effects the product is about (GRPO collapses, DRIFT keeps diversity)."""
 
+import math
 from pathlib import Path
 
 import torch
@@ -59,3 +60,35 @@ def test_grpo_collapses_and_drift_keeps_diversity(testbed):
     rows = matched_comparison(runs["drift"], grpo, count=3)
     assert rows, "the two runs share no alignment range"
     assert all(row["gain"] > 0 for row in rows), rows
+
+
+def test_attributes_are_terciles_within_each_digit_and_name_only_the_extremes():
+    from drift.testbed.attributes import LOW, MIDDLE, HIGH, attribute_levels, attribute_values, caption
+    from drift.testbed.data import digit_images
+
+    data = digit_images(0.2, 0)
+    levels, values = attribute_levels(data["images"], data["labels"]), attribute_values(data["images"])
+    for d in range(10):
+        mine = data["labels"] == d
+        for a in range(3):
+            counts = [(levels[mine, a] == lv).sum() for lv in (LOW, MIDDLE, HIGH)]
+            assert max(counts) - min(counts) <= 2  # terciles of the class
+            assert values[mine & (levels[:, a] == LOW), a].max() < values[mine & (levels[:, a] == HIGH), a].min()
+    # an image and its copy widened by one column of ink: more ink per extent, i.e. bolder
+    img = data["images"][:1].copy()
+    bolder = img.copy()
+    bolder[0, 0, :, 1:] = img[0, 0, :, 1:].clip(min=img[0, 0, :, :-1])
+    assert attribute_values(bolder)[0, 0] > attribute_values(img)[0, 0]
+    assert caption("a handwritten three", (HIGH, MIDDLE, LOW)) == "a handwritten three bold small"
+    assert caption("the number 3", (MIDDLE, MIDDLE, MIDDLE)) == "the number 3"
+
+
+def test_attribute_control_pairs_the_low_and_high_words_on_the_same_seeds(testbed):
+    from drift.bench.testbed import attribute_control
+    from drift.build import build_parts
+
+    cfg = small_config(testbed, **{"eval.num_prompts": 3})
+    rows = attribute_control(cfg, build_parts(cfg), samples_per_prompt=4)
+    assert [r["attribute"] for r in rows] == ["thickness", "slant", "size"]
+    for r in rows:
+        assert 0.0 <= r["high_above_low"] <= 1.0 and all(math.isfinite(r[k]) for k in ("low", "plain", "high"))

@@ -114,29 +114,18 @@ def test_resume_gives_identical_weights(tiny_sd15_dir, tmp_path, lora):
     assert resumed.trajectory[0] == full.trajectory[0] and resumed.trajectory[-1] == full.trajectory[-1]
 
 
-def test_diversity_controller_steers_lambda_from_the_rollouts_and_resumes(tiny_sd15_dir, tmp_path):
-    from drift.method.schedule import controlled_weight
 
-    drift = {**DRIFT_ON, "shaping": {"enabled": True, "mode": "terminal", "weight": 1.0, "control": "target",
-                                     "target_diversity": 0.9, "control_gain": 0.5}}
-    kw = dict(drift=drift, iterations=3)
-    full = make_trainer(tiny_sd15_dir, **kw)
-    seen = []
-    full.train(callback=lambda m, it: seen.append(m) if "reward_mean" in m else None)
-    weights, diversity = [m["shaping_weight"] for m in seen], [m["diversity"] for m in seen]
-    assert weights[0] == 1.0 and full.diversity_target == pytest.approx(0.9 * diversity[0])
-    for k in (1, 2):  # each iteration steps from the last lambda on its own rollouts' diversity
-        assert weights[k] == pytest.approx(controlled_weight(weights[k - 1], diversity[k], full.diversity_target,
-                                                             0.5, 0.1, 10.0))
-    assert len(set(weights)) == 3
+def test_a_dedicated_shaping_embedding_sets_the_potential_and_not_the_diversity(tiny_sd15_dir):
+    from drift.method.advantages import drift_advantages
 
-    first = make_trainer(tiny_sd15_dir, **kw)
-    first.cfg.train.iterations = 2
-    first.train(checkpoint_dir=tmp_path)
-    resumed = make_trainer(tiny_sd15_dir, **kw)
-    resumed.load_checkpoint(list_checkpoints(tmp_path)[-1])
-    assert (resumed.shaping_weight, resumed.diversity_target) == (weights[1], full.diversity_target)
-    resumed.train()
-    assert resumed.shaping_weight == full.shaping_weight
-    for (n, a), (_, b) in zip(full.model.denoiser.state_dict().items(), resumed.model.denoiser.state_dict().items()):
-        assert torch.equal(a, b), n
+    trainer = make_trainer(tiny_sd15_dir, drift={"shaping": {"enabled": True, "weight": 2.0}})
+    trainer.shaping_embed = lambda images: torch.ones(len(images), 4)  # every sample alike: no potential
+    ro, _ = trainer.collect()
+    batch = trainer.score_rollout(ro)
+    assert torch.equal(batch.features, trainer.embed(ro.images))
+    assert torch.equal(batch.shaping_features, torch.ones(len(ro.images), 4))
+    plain, _ = drift_advantages(batch.rewards, batch.features, None, trainer.cfg.without_drift(), ro.num_steps)
+    shaped, _ = drift_advantages(batch.rewards, batch.shaping_features, None, trainer.cfg, ro.num_steps)
+    pixel_shaped, _ = drift_advantages(batch.rewards, batch.features, None, trainer.cfg, ro.num_steps)
+    torch.testing.assert_close(shaped, plain)
+    assert not torch.allclose(pixel_shaped, plain)

@@ -320,21 +320,20 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_d
     to its final alignment), the analysis, and the outputs in ``out_dir``. Each finished run is
     recorded in ``out_dir``/runs.json with its configuration; with ``resume``, runs recorded there
     with the same configuration and extension are reused instead of trained again. With
-    ``workers`` > 1, runs train in that many processes at once, each with an equal share of torch's
-    threads (the same runs as one at a time, up to the rounding differences of another thread count)."""
+    ``workers`` > 1, runs train in that many processes at once, sharing torch's threads equally (the
+    same runs as one at a time, up to the rounding differences of another thread count)."""
     tracker = tracker or NullTracker()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     recorded = load_runs(out) if resume else {}
     trajectories: dict[str, dict[int, list[dict]]] = {name: {} for name in bench.methods}
-    threads = max(1, torch.get_num_threads() // workers) if workers > 1 else None
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
     with tracker.run("pareto-benchmark", {"seeds": ",".join(map(str, seeds)), "iterations": bench.iterations,
                                           "max_iterations": bench.max_iterations, "methods": ",".join(bench.methods),
                                           "workers": workers}):
         for phase in ([bench.baseline], [m for m in bench.methods if m != bench.baseline]):
-            jobs = {}
+            pending = {}  # run id -> (method, seed, run key, run configuration, reach target)
             for name in phase:
                 for seed in seeds:
                     cfg = bench.run_config(base, name, seed)
@@ -346,22 +345,28 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_d
                     if run_id in recorded and recorded[run_id]["key"] == key:
                         trajectories[name][seed] = recorded[run_id]["trajectory"]
                     else:
-                        jobs[(name, seed)] = (key, (bench, cfg, target, threads, progress and pool is None))
-            if progress and jobs:
-                print(f"[{time.perf_counter() - start:6.0f} s] training {', '.join(f'{n}/seed{s}' for n, s in jobs)}"
-                      f" ({workers} at a time)", flush=True)
+                        pending[run_id] = (name, seed, key, cfg, target)
+            if not pending:
+                continue
+            if progress:
+                print(f"[{time.perf_counter() - start:6.0f} s] training {', '.join(pending)} ({workers} at a time)",
+                      flush=True)
             if pool is None:
-                done = (((name, seed), _train_job(*args)) for (name, seed), (_, args) in jobs.items())
+                done = ((run_id, _train_job(bench, cfg, target, None, progress))
+                        for run_id, (*_, cfg, target) in pending.items())
             else:
-                futures = {pool.submit(_train_job, *args): job for job, (_, args) in jobs.items()}
+                # fewer runs than workers (the baseline on one seed): each takes a larger share of the threads
+                threads = max(1, torch.get_num_threads() // min(workers, len(pending)))
+                futures = {pool.submit(_train_job, bench, cfg, target, threads, False): run_id
+                           for run_id, (*_, cfg, target) in pending.items()}
                 done = ((futures[f], f.result()) for f in as_completed(futures))
-            for (name, seed), run in done:
-                run_id = f"{name}/seed{seed}"
+            for run_id, run in done:
+                name, seed, key, *_ = pending[run_id]
                 with tracker.run(run_id, {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
                     for iteration, metrics in run["metrics"]:
                         tracker.log_metrics(metrics, iteration)
                 trajectories[name][seed] = run["trajectory"]
-                recorded[run_id] = {"key": jobs[(name, seed)][0], "seconds": run["seconds"], "trajectory": run["trajectory"]}
+                recorded[run_id] = {"key": key, "seconds": run["seconds"], "trajectory": run["trajectory"]}
                 (out / "runs.json").write_text(json.dumps(recorded))
                 if progress:
                     print(f"[{time.perf_counter() - start:6.0f} s] {run_id} done in {run['seconds']:.0f} s", flush=True)
@@ -370,7 +375,7 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_d
         result = {
             "baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
             "max_iterations": bench.max_iterations, "reach_fractions": bench.reach_fractions,
-            "machine": f"{platform.machine()}, {threads or torch.get_num_threads()} torch threads x {workers} workers",
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads shared by {workers} workers",
             "trajectories": trajectories,
             "analysis": analyse(trajectories, bench.baseline, bench.levels, bench.iterations, bench.reach_fractions),
             # training time of the runs in the table, whether trained now or reused

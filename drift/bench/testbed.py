@@ -24,6 +24,7 @@ from drift.evaluation.protocol import evaluate, eval_seeds
 from drift.evaluation.matching import matched_comparison
 from drift.plots import save_grid, trajectory_plot
 from drift.sampling.rollout import rollout
+from drift.testbed.attributes import ATTRIBUTES, HIGH, LOW, MIDDLE, attribute_values, caption
 from drift.testbed.classifier import digit_from_prompt, load_classifier
 from drift.testbed.data import load_images
 
@@ -45,6 +46,32 @@ def base_model_quality(cfg: DriftConfig, parts, images_path: Path, samples_per_p
         gen = float(mean_pairwise_cosine_distance(ev.features[digits == d]))
         per_digit.append({"digit": d, "real": real, "generated": gen, "relative_gap": (gen - real) / real})
     return {"held_out_accuracy": accuracy, "per_digit_diversity": per_digit, "grid": ev.images[::samples_per_prompt // 4 or 1]}
+
+
+def attribute_control(cfg: DriftConfig, parts, samples_per_prompt: int = 16) -> list[dict]:
+    """Whether the words of an attribute steer the base model: for each attribute, the held-out
+    prompts followed by its low word and by its high word, sampled from the same seeds; reported is
+    the share of (prompt, seed) pairs whose high-word sample has the larger attribute value (0.5:
+    the words mean nothing), and the mean value for the low word, the plain prompt and the high word."""
+    prompts = parts.eval_prompts
+    seeds = eval_seeds(cfg.eval.seed, len(prompts) * samples_per_prompt)
+    s = cfg.sampling
+
+    def values(texts: list[str], attribute: int) -> torch.Tensor:
+        ro = rollout(parts.model, texts, samples_per_prompt, seeds, s.num_steps, cfg.eval_noise_level,
+                     s.guidance_scale, batch_size=s.batch_size)
+        return torch.from_numpy(attribute_values(ro.images.cpu().numpy())[:, attribute])
+
+    rows = []
+    for a, (name, low_word, high_word) in enumerate(ATTRIBUTES):
+        levels = {level: tuple(level if k == a else MIDDLE for k in range(len(ATTRIBUTES))) for level in (LOW, HIGH)}
+        low = values([caption(p, levels[LOW]) for p in prompts], a)
+        high = values([caption(p, levels[HIGH]) for p in prompts], a)
+        plain = values(prompts, a)
+        rows.append({"attribute": name, "low_word": low_word, "high_word": high_word,
+                     "high_above_low": float((high > low).float().mean()), "low": float(low.mean()),
+                     "plain": float(plain.mean()), "high": float(high.mean())})
+    return rows
 
 
 def generation_time(cfg: DriftConfig, parts, prompts: int = 10, per_prompt: int = 16, repeats: int = 3) -> float:
@@ -86,6 +113,7 @@ def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int 
     quality = base_model_quality(cfg, parts, Path(images_path))
     save_grid(quality.pop("grid"), 12, out / "testbed_base_samples.png", upscale=4)
     seconds_160 = generation_time(cfg, parts)
+    attributes = attribute_control(cfg, parts)
     runs = collapse_runs(cfg, iterations, every)
     g, d = runs["grpo"], runs["default"]
     result = {
@@ -95,6 +123,7 @@ def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int 
                                            / "metrics.json").read_text())["test_accuracy"],
         **quality,
         "generate_160_seconds": seconds_160,
+        "attribute_control": attributes,
         "grpo": {"reward_start": g[0]["alignment"], "reward_end": g[-1]["alignment"],
                  "diversity_start": g[0]["diversity"], "diversity_end": g[-1]["diversity"]},
         "matched_alignment": matched_comparison(d, g, count=5),
@@ -132,6 +161,9 @@ def report(r: dict) -> str:
         f"{'yes' if max(gaps) <= 0.3 else 'no'} |",
         f"| 160 images (10 prompts x 16) in at most 5 s | {r['generate_160_seconds']:.2f} s | "
         f"{'yes' if r['generate_160_seconds'] <= 5 else 'no'} |",
+        f"| attribute words steer the samples: the high word's sample above the low word's in at least 75% of pairs | "
+        f"{', '.join(f'{a['attribute']} {100 * a['high_above_low']:.0f}%' for a in r['attribute_control'])} | "
+        f"{'yes' if min(a['high_above_low'] for a in r['attribute_control']) >= 0.75 else 'no'} |",
         f"| GRPO: reward rises, diversity falls by at least half | reward {g['reward_start']:.2f} -> {g['reward_end']:.2f}, "
         f"diversity {g['diversity_start']:.4f} -> {g['diversity_end']:.4f} (-{100 * div_drop:.0f}%) | "
         f"{'yes' if g['reward_end'] > g['reward_start'] and div_drop >= 0.5 else 'no'} |",
@@ -144,6 +176,15 @@ def report(r: dict) -> str:
         "|---|---|---|---|",
         *[f"| {p['digit']} | {p['real']:.4f} | {p['generated']:.4f} | {100 * p['relative_gap']:+.0f}% |"
           for p in r["per_digit_diversity"]],
+        "",
+        "Attribute words (drift.testbed.attributes) after the held-out prompts, the same seeds for the low word, the "
+        "plain prompt and the high word: the mean attribute of the samples, and how often the high word's sample "
+        "has the larger value than the low word's:",
+        "",
+        "| attribute | low word | plain | high word | high above low |",
+        "|---|---|---|---|---|",
+        *[f"| {a['attribute']} | {a['low_word']}: {a['low']:.3f} | {a['plain']:.3f} | {a['high_word']}: {a['high']:.3f} | "
+          f"{100 * a['high_above_low']:.0f}% |" for a in r["attribute_control"]],
         "",
         "Diversity at matched alignment (DRIFT against GRPO, first crossing along each trajectory):",
         "",

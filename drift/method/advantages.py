@@ -62,14 +62,13 @@ def shaped_returns(rewards: torch.Tensor, features: torch.Tensor, step_features:
 
 
 def drift_advantages(rewards: torch.Tensor, features: torch.Tensor, step_features: torch.Tensor | None, cfg,
-                     num_steps: int, iteration: int = 0, weight: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     num_steps: int, iteration: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages (B, T) and the kept mask (B,) for a whole iteration batch (B = P * G).
 
     Optional reward-concentrated subset (on the raw rewards), optional diversity shaping with
-    weight lambda (``weight``, as the trainer's diversity controller sets it; None takes the
-    schedule: lambda(i) linear from shaping.weight to shaping.final_weight over
-    shaping.weight_iterations), advantages normalised within each group's kept subset, then
-    clipped to +- train.adv_clip.
+    its weight scheduled over training iterations (lambda(i) linear from shaping.weight to
+    shaping.final_weight over shaping.weight_iterations), advantages normalised within each group's
+    kept subset, then clipped to +- train.adv_clip.
     """
     P, G = cfg.sampling.prompts_per_iteration, cfg.sampling.group_size
     r = rewards.reshape(P, G)
@@ -77,8 +76,7 @@ def drift_advantages(rewards: torch.Tensor, features: torch.Tensor, step_feature
     mask = select_subset(r, sub.mode, sub.keep_ratio, sub.z_max) if sub.enabled else torch.ones(P, G, dtype=torch.bool)
     step_f = None if step_features is None else step_features.reshape(P, G, *step_features.shape[1:])
     sh = cfg.drift.shaping
-    if weight is None:
-        weight = linear_schedule(iteration, sh.weight, sh.final_weight, sh.weight_iterations)
+    weight = linear_schedule(iteration, sh.weight, sh.final_weight, sh.weight_iterations)
     returns = shaped_returns(r, features.reshape(P, G, -1), step_f, mask, sh, weight, num_steps)
     adv = group_advantages(returns, mask).reshape(P * G, -1)
     return adv.clamp(-cfg.train.adv_clip, cfg.train.adv_clip), mask.reshape(-1)

@@ -9,6 +9,7 @@ with a word-level tokenizer built from the prompt vocabulary, and a
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from diffusers.training_utils import EMAModel
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+from drift.testbed.attributes import ATTRIBUTES, MIDDLE, attribute_levels, caption
 
 MAX_TOKENS = 16
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
@@ -57,21 +60,27 @@ def build_models(vocab_size: int, text_dim: int = 32) -> tuple[CLIPTextModel, UN
 
 def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, prompts: pd.DataFrame, steps: int,
              batch_size: int = 128, lr: float = 2e-3, ema_decay: float = 0.995, cond_dropout: float = 0.1,
-             seed: int = 0, progress: bool = False) -> tuple[StableDiffusionPipeline, dict]:
+             seed: int = 0, progress: bool = False, attribute_rate: float = 0.5) -> tuple[StableDiffusionPipeline, dict]:
     """Flow matching: x_sigma = (1 - sigma) x0 + sigma * n, the UNet predicts v = n - x0 from
     (x_sigma, 1000 * sigma, text); sigma ~ U(0, 1). Each image is captioned with a random training
-    phrasing of its digit, or the empty prompt with probability ``cond_dropout`` (for CFG)."""
+    phrasing of its digit followed by the words of each of its attributes (drift.testbed.attributes)
+    named with probability ``attribute_rate``, or with the empty prompt with probability
+    ``cond_dropout`` (for CFG)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    tokenizer = build_tokenizer(prompts["prompt"].tolist())
-    text_encoder, unet = build_models(len(tokenizer))
     train = prompts[prompts["split"] == "train"]
-    captions = [train[train["digit"].astype(int) == d]["prompt"].tolist() for d in range(10)]
-    per_digit = len(captions[0])
-    ids = tokenizer([c for cs in captions for c in cs] + [""], padding="max_length", max_length=MAX_TOKENS,
-                    return_tensors="pt").input_ids
+    phrasings = [train[train["digit"].astype(int) == d]["prompt"].tolist() for d in range(10)]
+    per_digit = len(phrasings[0])
+    # every phrasing with every combination of attribute levels, MIDDLE meaning unnamed
+    combos = list(itertools.product(range(3), repeat=len(ATTRIBUTES)))
+    captions = [caption(p, levels) for ps in phrasings for p in ps for levels in combos]
+    tokenizer = build_tokenizer(prompts["prompt"].tolist() + captions)
+    text_encoder, unet = build_models(len(tokenizer))
+    ids = tokenizer(captions + [""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
     x_all = torch.from_numpy(images[train_mask]) * 2 - 1
     y_all = torch.from_numpy(labels[train_mask])
+    levels_all = torch.from_numpy(attribute_levels(images, labels)[train_mask])
+    combo_index = torch.tensor([3**k for k in reversed(range(len(ATTRIBUTES)))])
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
@@ -80,13 +89,16 @@ def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, pro
     for _ in tqdm(range(steps), desc="pretrain", disable=None if progress else True):
         idx = torch.randint(len(x_all), (batch_size,), generator=gen)
         x0, digit = x_all[idx], y_all[idx]
-        caption = digit * per_digit + torch.randint(per_digit, (batch_size,), generator=gen)
-        caption = torch.where(torch.rand(batch_size, generator=gen) < cond_dropout, len(ids) - 1, caption)
+        phrasing = digit * per_digit + torch.randint(per_digit, (batch_size,), generator=gen)
+        named = torch.rand(batch_size, len(ATTRIBUTES), generator=gen) < attribute_rate
+        levels = torch.where(named, levels_all[idx], MIDDLE)
+        text_id = phrasing * len(combos) + (levels * combo_index).sum(dim=1)
+        text_id = torch.where(torch.rand(batch_size, generator=gen) < cond_dropout, len(ids) - 1, text_id)
         sigma = torch.rand(batch_size, generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         s = sigma.view(-1, 1, 1, 1)
         x_t = (1 - s) * x0 + s * noise
-        text = text_encoder(ids[caption]).last_hidden_state
+        text = text_encoder(ids[text_id]).last_hidden_state
         loss = F.mse_loss(unet(x_t, sigma * 1000, encoder_hidden_states=text).sample, noise - x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -97,6 +109,7 @@ def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, pro
         losses.append(float(loss.detach()))
     ema.copy_to(params)
     stats = {"seconds": time.perf_counter() - start, "steps": steps, "batch_size": batch_size,
+             "attribute_rate": attribute_rate,
              "final_loss": float(np.mean(losses[-50:])), "denoiser_parameters": sum(p.numel() for p in unet.parameters())}
     pipe = StableDiffusionPipeline(vae=None, text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
                                    scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), safety_checker=None,

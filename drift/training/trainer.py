@@ -31,7 +31,7 @@ from drift.errors import ConfigMismatchError, NonFiniteError
 from drift.evaluation.protocol import Evaluation, evaluate_with_config
 from drift.method.advantages import drift_advantages
 from drift.method.grpo import clipped_policy_loss, mean_kl
-from drift.method.schedule import controlled_weight, linear_schedule
+from drift.method.schedule import linear_schedule
 from drift.models.base import T2IModel
 from drift.sampling.rollout import (PromptNoise, Rollout, condition_noise, conditioning_at, expand_groups,
                                     rollout_samples)
@@ -69,8 +69,9 @@ class ScoredBatch:
 
     rewards: torch.Tensor  # (B,)
     reward_terms: dict[str, torch.Tensor]  # name -> (B,)
-    features: torch.Tensor  # (B, D) embeddings of the final samples
-    step_features: torch.Tensor | None  # (B, T - 1, D) of the predicted clean samples, dense shaping only
+    features: torch.Tensor  # (B, D) embeddings of the final samples (diversity)
+    shaping_features: torch.Tensor  # (B, D') the potential's embeddings of them (``features`` by default)
+    step_features: torch.Tensor | None  # (B, T - 1, D') of the predicted clean samples, dense shaping only
 
 
 @dataclass
@@ -94,22 +95,20 @@ class UpdateLog:
 
 class Trainer:
     def __init__(self, config: DriftConfig, model: T2IModel, reward, embed, train_prompts: list[str],
-                 eval_prompts: list[str] | None = None):
+                 eval_prompts: list[str] | None = None, shaping_embed=None):
         if not train_prompts:
             raise ValueError("no training prompts")
         self.cfg = config
         self.model = model
         self.reward = reward
         self.embed = embed
+        self.shaping_embed = embed if shaping_embed is None else shaping_embed
         self.train_prompts = list(train_prompts)
         self.eval_prompts = list(eval_prompts or [])
         self.iteration = 0
         self.trajectory: list[dict[str, float]] = []
         self.last_evaluation: Evaluation | None = None  # images and metrics of the latest evaluation
         self.compute = ComputeLedger()
-        # The diversity controller's state (shaping.control 'target'): lambda and the target D*.
-        self.shaping_weight: float | None = None
-        self.diversity_target: float | None = None
         train = config.train
         torch.manual_seed(config.run.seed)
         if train.lora.enabled:
@@ -214,31 +213,20 @@ class Trainer:
         step_features = None
         if ro.x0_preds is not None and ro.num_steps > 1:
             step_features = dist.gather_samples(self.predicted_sample_features(ro), total)
+        features = dist.gather_samples(self.embed(ro.images).cpu(), total)
         return ScoredBatch(
             rewards=dist.gather_samples(rewards, total),
             reward_terms={k: dist.gather_samples(v, total) for k, v in terms.items()},
-            features=dist.gather_samples(self.embed(ro.images).cpu(), total),
+            features=features,
+            shaping_features=features if self.shaping_embed is self.embed else
+            dist.gather_samples(self.shaping_embed(ro.images).cpu(), total),
             step_features=step_features,
         )
 
     def predicted_sample_features(self, ro: Rollout) -> torch.Tensor:
         """Embeddings of the clean samples predicted at steps 1 .. T-1, shape (B, T - 1, D)."""
         x0 = ro.x0_preds[:, 1:].flatten(0, 1)
-        return self.embed(self.model.decode(x0)).cpu().reshape(ro.x0_preds.shape[0], ro.num_steps - 1, -1)
-
-    def shaping_weight_at(self, diversity: float) -> float:
-        """lambda for this iteration: the schedule's, or under shaping.control 'target' one step of
-        the diversity controller from the previous iteration's lambda on this iteration's rollout
-        diversity. The first iteration runs at shaping.weight and sets the target D*."""
-        sh = self.cfg.drift.shaping
-        if sh.control == "schedule":
-            return linear_schedule(self.iteration, sh.weight, sh.final_weight, sh.weight_iterations)
-        if self.diversity_target is None:
-            self.diversity_target, self.shaping_weight = sh.target_diversity * diversity, sh.weight
-        else:
-            self.shaping_weight = controlled_weight(self.shaping_weight, diversity, self.diversity_target,
-                                                    sh.control_gain, sh.min_weight, sh.max_weight)
-        return self.shaping_weight
+        return self.shaping_embed(self.model.decode(x0)).cpu().reshape(ro.x0_preds.shape[0], ro.num_steps - 1, -1)
 
     # -- the update ------------------------------------------------------------------------------
     def recompute_transition(self, ro: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise):
@@ -355,30 +343,26 @@ class Trainer:
         batch = self.score_rollout(ro)
         ensure_finite("reward", batch.rewards)
         t1 = time.perf_counter()
-        group_ids = torch.arange(len(batch.rewards)) // self.cfg.sampling.group_size
-        diversity = diversity_report(batch.features, group_ids)
-        weight = self.shaping_weight_at(diversity["diversity"])
-        advantages, kept = drift_advantages(batch.rewards, batch.features, batch.step_features, self.cfg,
-                                            ro.num_steps, weight=weight)
+        advantages, kept = drift_advantages(batch.rewards, batch.shaping_features, batch.step_features, self.cfg,
+                                            ro.num_steps, self.iteration)
         ensure_finite("advantages", advantages)
         metrics, plan = self.update(ro, advantages[mine], kept, mine)
         t2 = time.perf_counter()
         passes = self.iteration_passes(plan)
         self.compute.add_iteration(passes, t2 - t0)
 
+        group_ids = torch.arange(len(batch.rewards)) // self.cfg.sampling.group_size
         metrics.update(
             reward_mean=float(batch.rewards.mean()), reward_std=float(batch.rewards.std()),
             kept_fraction=float(kept.float().mean()), processes=dist.world()[1],
             time_rollout=t1 - t0, time_update=t2 - t1, time_iteration=t2 - t0,
             **{f"reward/{k}": float(v.mean()) for k, v in batch.reward_terms.items()},
-            **diversity,
+            **diversity_report(batch.features, group_ids),
             **passes.metrics("compute/"), **self.compute.metrics(),
             sde_steps=int(ro.trainable.sum()), sde_window_start=int(torch.nonzero(ro.trainable)[0]),
         )
         if ro.prompt_noise is not None:
             metrics["prompt_noise_scale"] = ro.prompt_noise.scale
-        if self.cfg.drift.shaping.enabled:
-            metrics["shaping_weight"] = weight
         self.iteration += 1
         return metrics
 
@@ -455,7 +439,6 @@ class Trainer:
             "optimizer": get_optimizer_state_dict(self.model.forward_module, self.optimizer.optimizer, options=FULL_STATE),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "compute": self.compute.state_dict(),
-            "shaping_control": {"weight": self.shaping_weight, "target": self.diversity_target},
             "rng": {"torch": torch.get_rng_state(), "numpy": [np_state[0], np_state[1], *np_state[2:]],
                     "python": random.getstate()},
         }
@@ -499,5 +482,3 @@ class Trainer:
         random.setstate((version, tuple(internal), gauss))
         self.iteration, self.trajectory = state["iteration"], state["trajectory"]
         self.compute = ComputeLedger(**state.get("compute", {}))  # checkpoints from before the ledger: 0
-        control = state.get("shaping_control", {})
-        self.shaping_weight, self.diversity_target = control.get("weight"), control.get("target")
