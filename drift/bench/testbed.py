@@ -142,6 +142,7 @@ def report(r: dict) -> str:
     g = r["grpo"]
     gaps = [abs(p["relative_gap"]) for p in r["per_digit_diversity"]]
     div_drop = 1 - g["diversity_end"] / g["diversity_start"]
+    steering = ", ".join(f"{a['attribute']} {100 * a['high_above_low']:.0f}%" for a in r["attribute_control"])
     gains = [row["gain"] for row in r["matched_alignment"] if np.isfinite(row["gain"])]
     lines = [
         "# The digits testbed: measured figures",
@@ -162,7 +163,7 @@ def report(r: dict) -> str:
         f"| 160 images (10 prompts x 16) in at most 5 s | {r['generate_160_seconds']:.2f} s | "
         f"{'yes' if r['generate_160_seconds'] <= 5 else 'no'} |",
         f"| attribute words steer the samples: the high word's sample above the low word's in at least 75% of pairs | "
-        f"{', '.join(f'{a['attribute']} {100 * a['high_above_low']:.0f}%' for a in r['attribute_control'])} | "
+        f"{steering} | "
         f"{'yes' if min(a['high_above_low'] for a in r['attribute_control']) >= 0.75 else 'no'} |",
         f"| GRPO: reward rises, diversity falls by at least half | reward {g['reward_start']:.2f} -> {g['reward_end']:.2f}, "
         f"diversity {g['diversity_start']:.4f} -> {g['diversity_end']:.4f} (-{100 * div_drop:.0f}%) | "
