@@ -30,3 +30,15 @@ def test_dvc_lock_matches_the_stage_code_and_params():
                 assert dep["md5"] == digest, f"{name}: {dep['path']} changed since dvc.lock was written (run dvc repro)"
         for key, value in stage["params"]["params.yaml"].items():
             assert _lookup(params, key) == value, f"{name}: params.yaml {key}"
+
+
+def test_the_data_stage_rebuilds_to_the_locked_outputs(tmp_path):
+    # The data stage is plain NumPy and file writing, the same bytes on every machine (the training
+    # stages' weights are not: docs in drift/testbed/__init__.py), so its locked hashes are checked.
+    from drift.testbed.data import build_data
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())["testbed"]
+    paths = build_data(tmp_path / "data", params["test_fraction"], params["seed"])
+    locked = {o["path"]: o["md5"] for o in yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["build_data"]["outs"]}
+    assert locked == {"data/prompts.csv": hashlib.md5(paths["prompts"].read_bytes()).hexdigest(),
+                      "data/testbed/digits.npz": hashlib.md5(paths["images"].read_bytes()).hexdigest()}

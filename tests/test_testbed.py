@@ -62,8 +62,8 @@ def test_grpo_collapses_and_drift_keeps_diversity(testbed):
     assert all(row["gain"] > 0 for row in rows), rows
 
 
-def test_attributes_are_terciles_within_each_digit_and_name_only_the_extremes():
-    from drift.testbed.attributes import LOW, MIDDLE, HIGH, attribute_levels, attribute_values, caption
+def test_attributes_are_terciles_within_each_digit_and_captions_name_the_chosen_ones():
+    from drift.testbed.attributes import LOW, MIDDLE, HIGH, UNNAMED, attribute_levels, attribute_values, caption
     from drift.testbed.data import digit_images
 
     data = digit_images(0.2, 0)
@@ -79,8 +79,9 @@ def test_attributes_are_terciles_within_each_digit_and_name_only_the_extremes():
     bolder = img.copy()
     bolder[0, 0, :, 1:] = img[0, 0, :, 1:].clip(min=img[0, 0, :, :-1])
     assert attribute_values(bolder)[0, 0] > attribute_values(img)[0, 0]
-    assert caption("a handwritten three", (HIGH, MIDDLE, LOW)) == "a handwritten three bold small"
-    assert caption("the number 3", (MIDDLE, MIDDLE, MIDDLE)) == "the number 3"
+    assert caption("a handwritten three", (HIGH, UNNAMED, LOW)) == "a handwritten three bold small"
+    assert caption("the number 3", (MIDDLE, LOW, UNNAMED)) == "the number 3 regular leftward"
+    assert caption("the number 3", (UNNAMED,) * 3) == "the number 3"
 
 
 def test_attribute_control_pairs_the_low_and_high_words_on_the_same_seeds(testbed):

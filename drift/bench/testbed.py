@@ -24,7 +24,7 @@ from drift.evaluation.protocol import evaluate, eval_seeds
 from drift.evaluation.matching import matched_comparison
 from drift.plots import save_grid, trajectory_plot
 from drift.sampling.rollout import rollout
-from drift.testbed.attributes import ATTRIBUTES, HIGH, LOW, MIDDLE, attribute_values, caption
+from drift.testbed.attributes import ATTRIBUTES, HIGH, LOW, UNNAMED, attribute_values, caption
 from drift.testbed.classifier import digit_from_prompt, load_classifier
 from drift.testbed.data import load_images
 
@@ -63,12 +63,12 @@ def attribute_control(cfg: DriftConfig, parts, samples_per_prompt: int = 16) -> 
         return torch.from_numpy(attribute_values(ro.images.cpu().numpy())[:, attribute])
 
     rows = []
-    for a, (name, low_word, high_word) in enumerate(ATTRIBUTES):
-        levels = {level: tuple(level if k == a else MIDDLE for k in range(len(ATTRIBUTES))) for level in (LOW, HIGH)}
+    for a, (name, words) in enumerate(ATTRIBUTES):
+        levels = {level: tuple(level if k == a else UNNAMED for k in range(len(ATTRIBUTES))) for level in (LOW, HIGH)}
         low = values([caption(p, levels[LOW]) for p in prompts], a)
         high = values([caption(p, levels[HIGH]) for p in prompts], a)
         plain = values(prompts, a)
-        rows.append({"attribute": name, "low_word": low_word, "high_word": high_word,
+        rows.append({"attribute": name, "low_word": words[LOW], "high_word": words[HIGH],
                      "high_above_low": float((high > low).float().mean()), "low": float(low.mean()),
                      "plain": float(plain.mean()), "high": float(high.mean())})
     return rows

@@ -5,17 +5,20 @@ With captions that name only the digit, the conditioning space encodes nothing b
 noise on a prompt either stays within one digit's phrasings (drawn alike) or crosses to another
 digit. Pretraining on captions that sometimes name these attributes ("a handwritten three bold
 rightward") gives the plain prompt neighbours that mean something, which prompt noise can reach.
-Each attribute is binned into terciles within its digit class: the low and high terciles have a
-word, the middle one none, so that an unnamed attribute reads as "any".
+Each attribute is binned into terciles within its digit class, each with a word; a caption names
+each attribute or leaves it out independently of its tercile, so that an unnamed attribute reads
+as "any" and the plain prompt keeps the whole variety of its digit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# (attribute, word of the low tercile, word of the high tercile)
-ATTRIBUTES = (("thickness", "thin", "bold"), ("slant", "leftward", "rightward"), ("size", "small", "large"))
+# (attribute, words of its low, middle and high tercile)
+ATTRIBUTES = (("thickness", ("thin", "regular", "bold")), ("slant", ("leftward", "upright", "rightward")),
+              ("size", ("small", "medium", "large")))
 LOW, MIDDLE, HIGH = 0, 1, 2
+UNNAMED = 3  # a level that a caption leaves out
 
 
 def attribute_values(images: np.ndarray) -> np.ndarray:
@@ -48,8 +51,8 @@ def attribute_levels(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def attribute_words(levels: tuple[int, ...] | np.ndarray) -> list[str]:
-    """The words naming ``levels`` (one per attribute, LOW/MIDDLE/HIGH); MIDDLE has none."""
-    return [{LOW: low, HIGH: high}[int(level)] for (_, low, high), level in zip(ATTRIBUTES, levels) if level != MIDDLE]
+    """The words naming ``levels`` (one per attribute: LOW, MIDDLE, HIGH, or UNNAMED for none)."""
+    return [words[int(level)] for (_, words), level in zip(ATTRIBUTES, levels) if level != UNNAMED]
 
 
 def caption(phrasing: str, levels) -> str:

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-from drift.testbed.attributes import ATTRIBUTES, MIDDLE, attribute_levels, caption
+from drift.testbed.attributes import ATTRIBUTES, UNNAMED, attribute_levels, caption
 
 MAX_TOKENS = 16
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
@@ -71,8 +71,8 @@ def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, pro
     train = prompts[prompts["split"] == "train"]
     phrasings = [train[train["digit"].astype(int) == d]["prompt"].tolist() for d in range(10)]
     per_digit = len(phrasings[0])
-    # every phrasing with every combination of attribute levels, MIDDLE meaning unnamed
-    combos = list(itertools.product(range(3), repeat=len(ATTRIBUTES)))
+    # every phrasing with every combination of attribute levels, each level or UNNAMED
+    combos = list(itertools.product(range(UNNAMED + 1), repeat=len(ATTRIBUTES)))
     captions = [caption(p, levels) for ps in phrasings for p in ps for levels in combos]
     tokenizer = build_tokenizer(prompts["prompt"].tolist() + captions)
     text_encoder, unet = build_models(len(tokenizer))
@@ -80,7 +80,7 @@ def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, pro
     x_all = torch.from_numpy(images[train_mask]) * 2 - 1
     y_all = torch.from_numpy(labels[train_mask])
     levels_all = torch.from_numpy(attribute_levels(images, labels)[train_mask])
-    combo_index = torch.tensor([3**k for k in reversed(range(len(ATTRIBUTES)))])
+    combo_index = torch.tensor([(UNNAMED + 1) ** k for k in reversed(range(len(ATTRIBUTES)))])
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
@@ -91,7 +91,7 @@ def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, pro
         x0, digit = x_all[idx], y_all[idx]
         phrasing = digit * per_digit + torch.randint(per_digit, (batch_size,), generator=gen)
         named = torch.rand(batch_size, len(ATTRIBUTES), generator=gen) < attribute_rate
-        levels = torch.where(named, levels_all[idx], MIDDLE)
+        levels = torch.where(named, levels_all[idx], UNNAMED)
         text_id = phrasing * len(combos) + (levels * combo_index).sum(dim=1)
         text_id = torch.where(torch.rand(batch_size, generator=gen) < cond_dropout, len(ids) - 1, text_id)
         sigma = torch.rand(batch_size, generator=gen)
