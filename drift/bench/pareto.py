@@ -33,6 +33,7 @@ from drift.build import build_trainer
 from drift.config import DriftConfig, describe_validation_error, load_config
 from drift.errors import ConfigError
 from drift.evaluation.matching import at_level, matched_comparison, pareto_front
+from drift.evaluation.protocol import fingerprint
 from drift.plots import trajectory_plot
 
 
@@ -291,8 +292,11 @@ def train_run(bench: BenchConfig, cfg: DriftConfig, target: float | None, callba
 
 
 def _run_key(cfg: DriftConfig, target: float | None, bench: BenchConfig) -> str:
-    """What determines a run's trajectory: its run configuration and how far it trains on."""
-    return json.dumps({"config": cfg.model_dump(mode="json"), "target": target, "eval_every": bench.eval_every,
+    """What determines a run's trajectory: its run configuration, with the files it names (base
+    model, prompts, reward checkpoints) by content, and how far it trains on."""
+    config = cfg.model_dump(mode="json")
+    del config["run"]["output_dir"]  # where checkpoints would go, not what the run computes
+    return json.dumps({"config": fingerprint(config), "target": target, "eval_every": bench.eval_every,
                        "max_iterations": bench.max_iterations}, sort_keys=True)
 
 

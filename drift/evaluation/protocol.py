@@ -74,13 +74,14 @@ def reference_set(name: str, args_json: str) -> ReferenceSet:
     return REFERENCES.build(name, **json.loads(args_json))
 
 
-def _fingerprint(value):
-    """A configuration value as it enters a protocol's identity: a local file or directory (a
-    reward checkpoint) by the digest of its contents, so that retraining it changes the identity."""
+def fingerprint(value):
+    """A configuration value as it enters an identity (an evaluation protocol's, a benchmark run's):
+    a local file or directory (a reward checkpoint, a base model) by the digest of its contents, so
+    that retraining it changes the identity."""
     if isinstance(value, dict):
-        return {k: _fingerprint(v) for k, v in value.items()}
+        return {k: fingerprint(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_fingerprint(v) for v in value]
+        return [fingerprint(v) for v in value]
     if isinstance(value, str) and value and Path(value).exists():
         path = Path(value)
         files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
@@ -98,9 +99,9 @@ def protocol_spec(cfg, eval_prompts: list[str]) -> dict:
     sample counts, and the sampler settings."""
     s = cfg.sampling
     return {
-        "reward": [_fingerprint(term.model_dump(mode="json")) for term in cfg.reward],
-        "embedding": _fingerprint(cfg.embedding.model_dump(mode="json")),
-        "coverage": _fingerprint(cfg.eval.coverage.model_dump(mode="json")) if cfg.eval.coverage else None,
+        "reward": [fingerprint(term.model_dump(mode="json")) for term in cfg.reward],
+        "embedding": fingerprint(cfg.embedding.model_dump(mode="json")),
+        "coverage": fingerprint(cfg.eval.coverage.model_dump(mode="json")) if cfg.eval.coverage else None,
         "prompts": list(eval_prompts[: cfg.eval.num_prompts]),
         "samples_per_prompt": cfg.eval.samples_per_prompt,
         "seed": cfg.eval.seed,
