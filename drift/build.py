@@ -23,9 +23,9 @@ class RunParts:
     model: T2IModel
     reward: WeightedReward
     embed: object
-    shaping_embed: object  # the potential's embedding: ``embed`` unless drift.shaping.embedding names another
     train_prompts: list[str]
     eval_prompts: list[str]
+    shaping_embed: object = None  # the potential's embedding when drift.shaping.embedding names one (else ``embed``)
 
 
 def check_device(device: str) -> str:
@@ -56,7 +56,7 @@ def build_parts(cfg: DriftConfig, model_source: str | None = None, prompts: pd.D
         model=model,
         reward=WeightedReward.from_config(cfg.reward, device),
         embed=embed,
-        shaping_embed=embed if shaping is None else EMBEDDINGS.build(shaping.name, device=device, **shaping.args),
+        shaping_embed=None if shaping is None else EMBEDDINGS.build(shaping.name, device=device, **shaping.args),
         train_prompts=split_prompts(table, cfg.data.train_split),
         eval_prompts=split_prompts(table, cfg.data.eval_split),
     )

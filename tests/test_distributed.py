@@ -111,5 +111,9 @@ def test_the_pipeline_fine_tunes_on_two_processes(testbed, zen_env, tmp_path):
     registered = download_generator(zen_env["tracking_uri"], "drift-two-processes", version.version, tmp_path / "dl")
     weights = load_file(next((registered.pipeline / "unet").glob("*.safetensors")))
     trained = run.trainer.model.denoiser.state_dict()
-    for name, value in weights.items():
-        torch.testing.assert_close(value, trained[name], rtol=1e-3, atol=1e-5)
+    base_weights = load_file(next((testbed["root"] / "base_model" / "unet").glob("*.safetensors")))
+    # Equal to float tolerance relative to what training moved: Adam's normalised steps can turn a
+    # rounding difference in a near-zero gradient into a step of lr, so elementwise bounds do not fit.
+    gap = sum(float((weights[n] - trained[n]).pow(2).sum()) for n in weights) ** 0.5
+    moved = sum(float((trained[n] - base_weights[n]).pow(2).sum()) for n in weights) ** 0.5
+    assert moved > 0 and gap < 1e-3 * moved, (gap, moved)

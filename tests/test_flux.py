@@ -145,7 +145,9 @@ def test_saved_model_reloads_with_equal_outputs_and_the_pyfunc_generates(tiny_fl
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        with mlflow.start_run():
+        # an experiment of its own: the default one keeps its artifacts under the working directory
+        experiment = mlflow.create_experiment("flux-test", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
             info = mlflow.pyfunc.log_model(name="model", python_model=str(GENERATOR_CODE), signature=GENERATOR_SIGNATURE,
                                            artifacts={"pipeline": str(tmp_path / "model"), "sampling": str(sampling)},
                                            pip_requirements=requirements())
