@@ -57,17 +57,19 @@ def attribute_control(cfg: DriftConfig, parts, samples_per_prompt: int = 16) -> 
     seeds = eval_seeds(cfg.eval.seed, len(prompts) * samples_per_prompt)
     s = cfg.sampling
 
-    def values(texts: list[str], attribute: int) -> torch.Tensor:
+    def values(texts: list[str]) -> torch.Tensor:
+        """(N, attributes) of the samples of ``texts``."""
         ro = rollout(parts.model, texts, samples_per_prompt, seeds, s.num_steps, cfg.eval_noise_level,
                      s.guidance_scale, batch_size=s.batch_size)
-        return torch.from_numpy(attribute_values(ro.images.cpu().numpy())[:, attribute])
+        return torch.from_numpy(attribute_values(ro.images.cpu().numpy()))
 
+    plain_values = values(prompts)
     rows = []
     for a, (name, words) in enumerate(ATTRIBUTES):
         levels = {level: tuple(level if k == a else UNNAMED for k in range(len(ATTRIBUTES))) for level in (LOW, HIGH)}
-        low = values([caption(p, levels[LOW]) for p in prompts], a)
-        high = values([caption(p, levels[HIGH]) for p in prompts], a)
-        plain = values(prompts, a)
+        low = values([caption(p, levels[LOW]) for p in prompts])[:, a]
+        high = values([caption(p, levels[HIGH]) for p in prompts])[:, a]
+        plain = plain_values[:, a]
         rows.append({"attribute": name, "low_word": words[LOW], "high_word": words[HIGH],
                      "high_above_low": float((high > low).float().mean()), "low": float(low.mean()),
                      "plain": float(plain.mean()), "high": float(high.mean())})
