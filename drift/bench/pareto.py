@@ -20,7 +20,7 @@ import multiprocessing
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +318,41 @@ def _train_job(bench: BenchConfig, cfg: DriftConfig, target: float | None, threa
     return {"trajectory": trajectory, "metrics": metrics, "seconds": time.perf_counter() - start}
 
 
+def _runs_to_train(bench: BenchConfig, base: DriftConfig, seeds: list[int], methods: list[str],
+                   trajectories: dict, recorded: dict) -> dict:
+    """The runs of ``methods`` on ``seeds`` that must train, as run id -> (method, seed, run key, run
+    configuration, reach target); the ones ``recorded`` with the same key go into ``trajectories``."""
+    pending = {}
+    for name in methods:
+        for seed in seeds:
+            cfg = bench.run_config(base, name, seed)
+            target = None
+            if name != bench.baseline and bench.max_iterations:
+                target = max(bench.reach_fractions) * within_budget(
+                    trajectories[bench.baseline][seed], bench.iterations)[-1]["alignment"]
+            key, run_id = _run_key(cfg, target, bench), f"{name}/seed{seed}"
+            if run_id in recorded and recorded[run_id]["key"] == key:
+                trajectories[name][seed] = recorded[run_id]["trajectory"]
+            else:
+                pending[run_id] = (name, seed, key, cfg, target)
+    return pending
+
+
+def _train(bench: BenchConfig, pending: dict, pool: ProcessPoolExecutor | None, workers: int, progress: bool):
+    """(run id, ``_train_job`` result) of each pending run as it finishes: one after the other in this
+    process, or all at once in ``pool`` of ``workers`` processes."""
+    if pool is None:
+        for run_id, (*_, cfg, target) in pending.items():
+            yield run_id, _train_job(bench, cfg, target, None, progress)
+        return
+    # fewer runs than workers (the baseline on one seed): each takes a larger share of the threads
+    threads = max(1, torch.get_num_threads() // min(workers, len(pending)))
+    futures = {pool.submit(_train_job, bench, cfg, target, threads, False): run_id
+               for run_id, (*_, cfg, target) in pending.items()}
+    for future in as_completed(futures):
+        yield futures[future], future.result()
+
+
 def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path, tracker=None,
                   progress: bool = True, resume: bool = False, workers: int = 1) -> dict:
     """Every method on every seed (the baseline on every seed first, since the others may train on
@@ -332,39 +367,20 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_d
     start = time.perf_counter()
     recorded = load_runs(out) if resume else {}
     trajectories: dict[str, dict[int, list[dict]]] = {name: {} for name in bench.methods}
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
-    with tracker.run("pareto-benchmark", {"seeds": ",".join(map(str, seeds)), "iterations": bench.iterations,
-                                          "max_iterations": bench.max_iterations, "methods": ",".join(bench.methods),
-                                          "workers": workers}):
+    with ExitStack() as stack:
+        pool = None
+        if workers > 1:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            stack.callback(pool.shutdown, cancel_futures=True)  # an error or Ctrl-C drops the queued runs
+        stack.enter_context(tracker.run("pareto-benchmark", {
+            "seeds": ",".join(map(str, seeds)), "iterations": bench.iterations, "max_iterations": bench.max_iterations,
+            "methods": ",".join(bench.methods), "workers": workers}))
         for phase in ([bench.baseline], [m for m in bench.methods if m != bench.baseline]):
-            pending = {}  # run id -> (method, seed, run key, run configuration, reach target)
-            for name in phase:
-                for seed in seeds:
-                    cfg = bench.run_config(base, name, seed)
-                    target = None
-                    if name != bench.baseline and bench.max_iterations:
-                        target = max(bench.reach_fractions) * within_budget(
-                            trajectories[bench.baseline][seed], bench.iterations)[-1]["alignment"]
-                    key, run_id = _run_key(cfg, target, bench), f"{name}/seed{seed}"
-                    if run_id in recorded and recorded[run_id]["key"] == key:
-                        trajectories[name][seed] = recorded[run_id]["trajectory"]
-                    else:
-                        pending[run_id] = (name, seed, key, cfg, target)
-            if not pending:
-                continue
-            if progress:
+            pending = _runs_to_train(bench, base, seeds, phase, trajectories, recorded)
+            if pending and progress:
                 print(f"[{time.perf_counter() - start:6.0f} s] training {', '.join(pending)} ({workers} at a time)",
                       flush=True)
-            if pool is None:
-                done = ((run_id, _train_job(bench, cfg, target, None, progress))
-                        for run_id, (*_, cfg, target) in pending.items())
-            else:
-                # fewer runs than workers (the baseline on one seed): each takes a larger share of the threads
-                threads = max(1, torch.get_num_threads() // min(workers, len(pending)))
-                futures = {pool.submit(_train_job, bench, cfg, target, threads, False): run_id
-                           for run_id, (*_, cfg, target) in pending.items()}
-                done = ((futures[f], f.result()) for f in as_completed(futures))
-            for run_id, run in done:
+            for run_id, run in _train(bench, pending, pool, workers, progress):
                 name, seed, key, *_ = pending[run_id]
                 with tracker.run(run_id, {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
                     for iteration, metrics in run["metrics"]:
@@ -374,8 +390,6 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_d
                 (out / "runs.json").write_text(json.dumps(recorded))
                 if progress:
                     print(f"[{time.perf_counter() - start:6.0f} s] {run_id} done in {run['seconds']:.0f} s", flush=True)
-        if pool is not None:
-            pool.shutdown()
         result = {
             "baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
             "max_iterations": bench.max_iterations, "reach_fractions": bench.reach_fractions,
