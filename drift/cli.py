@@ -33,6 +33,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _image_path(text: str) -> str:
+    """An output image path whose extension names a format Pillow writes (.png, .jpg, ...)."""
+    from PIL import Image
+
+    if Path(text).suffix.lower() not in Image.registered_extensions():
+        raise argparse.ArgumentTypeError(f"{text!r} does not end in an image extension such as .png")
+    return text
+
+
 def _config(args):
     from drift.config import load_config
 
@@ -273,11 +282,11 @@ def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.
     p = with_config(sub.add_parser("sample", help="sample images, score them and save a grid"))
     p.add_argument("--model", help="model directory or hub id (default: the config's model.source)")
     p.add_argument("--prompt", action="append", help="prompt (repeatable; default: the evaluation prompts)")
-    p.add_argument("-n", "--num", type=int, help="samples per prompt")
+    p.add_argument("-n", "--num", type=_positive_int, help="samples per prompt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise-level", type=float, default=0.0, help="0 = deterministic sampler")
-    p.add_argument("--upscale", type=int, default=4, help="enlarge each image in the grid")
-    p.add_argument("--out", default="samples.png")
+    p.add_argument("--upscale", type=_positive_int, default=4, help="enlarge each image in the grid")
+    p.add_argument("--out", type=_image_path, default="samples.png", help="the grid image")
     p.set_defaults(handler=cmd_sample)
 
     p = sub.add_parser("validate-prompts", help="check a prompt CSV (Great Expectations); exit 1 if invalid")
@@ -294,7 +303,7 @@ def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.
     prefs = sub.add_parser("preferences", help="preference data for retraining")
     psub = prefs.add_subparsers(dest="preferences_command", metavar="ACTION", required=True)
     p = with_config(psub.add_parser("add", help="add a batch of synthetic testbed preferences (bold strokes win)"))
-    p.add_argument("--pairs", type=int, default=200)
+    p.add_argument("--pairs", type=_positive_int, default=200)
     p.add_argument("--seed", type=int, required=True, help="batch seed; each batch needs its own")
     p.add_argument("--out", help="directory of pairs.csv (default: from the config's preferences.pairs)")
     p.set_defaults(handler=cmd_preferences_add)
@@ -321,7 +330,7 @@ def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     p = with_config(bsub.add_parser("testbed", help="check the digits testbed against its targets"))
     p.add_argument("--out", default="docs")
-    p.add_argument("--iterations", type=int, default=60, help="iterations of the GRPO and DRIFT runs")
+    p.add_argument("--iterations", type=_positive_int, default=60, help="iterations of the GRPO and DRIFT runs")
     p.add_argument("--every", type=int, default=5, help="evaluate every N iterations")
     p.set_defaults(handler=cmd_bench_testbed)
 

@@ -188,6 +188,22 @@ def test_prompt_inputs(tmp_path):
         read_prompts(big, max_file_mb=1)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "-c", "configs/digits.yaml", "-n", "-2"], "at least 1, got '-2'"),
+    (["sample", "-c", "configs/digits.yaml", "-n", "0"], "at least 1, got '0'"),
+    (["sample", "-c", "configs/digits.yaml", "--upscale", "two"], "at least 1, got 'two'"),
+    (["sample", "-c", "configs/digits.yaml", "--out", "grid"], "'grid' does not end in an image extension"),
+    (["preferences", "add", "-c", "configs/retrain_local.yaml", "--seed", "1", "--pairs", "0"], "at least 1"),
+    (["bench", "pareto", "-c", "configs/bench/digits_pareto.yaml", "--out", "x", "--workers", "0"], "at least 1"),
+])
+def test_command_line_counts_and_image_paths_are_checked_before_any_work(argv, message, capsys):
+    from drift.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser()[0].parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 KILL_DURING_WRITE = """
 import os, signal, sys
 from drift.training import checkpoints

@@ -114,7 +114,6 @@ def test_resume_gives_identical_weights(tiny_sd15_dir, tmp_path, lora):
     assert resumed.trajectory[0] == full.trajectory[0] and resumed.trajectory[-1] == full.trajectory[-1]
 
 
-
 def test_a_dedicated_shaping_embedding_sets_the_potential_and_not_the_diversity(tiny_sd15_dir):
     from drift.method.advantages import drift_advantages
 
