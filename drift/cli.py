@@ -82,14 +82,11 @@ def cmd_testbed_pretrain(args) -> int:
     from drift.testbed.data import load_images
     from drift.testbed.pretrain import pretrain, save
 
-    params = load_testbed_params(args.params)
-    deterministic_build(params.threads)
-    p = params.model_dump()
-    b = p["base_model"]
+    p = load_testbed_params(args.params)
+    deterministic_build(p.threads)
     data = load_images(args.images)
-    pipe, stats = pretrain(data["images"], data["labels"], ~data["is_test"], read_prompts(args.prompts), b["steps"],
-                           b["batch_size"], b["lr"], b["ema_decay"], b["cond_dropout"], p["seed"], progress=True,
-                           attribute_rate=b["attribute_rate"])
+    pipe, stats = pretrain(data["images"], data["labels"], ~data["is_test"], read_prompts(args.prompts),
+                           **p.base_model.model_dump(), seed=p.seed, progress=True)
     save(pipe, stats, args.out)
     timings = Path(args.timings)
     timings.parent.mkdir(parents=True, exist_ok=True)
