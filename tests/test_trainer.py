@@ -99,8 +99,7 @@ def test_resume_gives_identical_weights(tiny_sd15_dir, tmp_path, lora):
     full.train()
 
     first = make_trainer(tiny_sd15_dir, **{**kw, "iterations": 3})
-    first.cfg.train.iterations = 2
-    first.train(checkpoint_dir=tmp_path)
+    first.train(checkpoint_dir=tmp_path, until=2)
     ckpt = list_checkpoints(tmp_path)[-1]
     assert ckpt.name == "iter_000002"
 

@@ -143,8 +143,7 @@ def test_resume_keeps_cumulative_counts(tiny_sd15_dir, tmp_path):
     full = windowed_trainer(tiny_sd15_dir, {"size": 2, "placement": "sliding"}, drift=DRIFT_ON, iterations=2)
     full.train()
     first = windowed_trainer(tiny_sd15_dir, {"size": 2, "placement": "sliding"}, drift=DRIFT_ON, iterations=2)
-    first.cfg.train.iterations = 1
-    first.train(checkpoint_dir=tmp_path)
+    first.train(checkpoint_dir=tmp_path, until=1)
     resumed = windowed_trainer(tiny_sd15_dir, {"size": 2, "placement": "sliding"}, drift=DRIFT_ON, iterations=2)
     resumed.load_checkpoint(list_checkpoints(tmp_path)[-1])
     assert resumed.compute.forward == first.compute.forward > 0

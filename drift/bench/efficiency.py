@@ -34,7 +34,7 @@ from drift.config import DriftConfig
 from drift.evaluation.matching import at_level
 from drift.models.base import T2IModel
 from drift.plots import _pyplot, _save_figure
-from drift.sampling.rollout import _generators, expand_groups, rollout
+from drift.sampling.rollout import sample_generators, expand_groups, rollout
 from drift.sampling.window import sde_steps
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -133,7 +133,7 @@ def plain_sample(model: T2IModel, prompts: list[str], group_size: int, seeds: to
     images = []
     for s in range(0, len(sample_prompts), batch_size):
         idx = slice(s, s + batch_size)
-        gens = _generators(seeds[idx], offset=0)
+        gens = sample_generators(seeds[idx], offset=0)
         x = randn_tensor((len(gens), *model.latent_shape), generator=gens, device=model.device, dtype=torch.float32)
         uncond = None if uncond_all is None else uncond_all[idx]
         for t in scheduler.timesteps:

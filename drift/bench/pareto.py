@@ -285,9 +285,8 @@ def train_run(bench: BenchConfig, cfg: DriftConfig, target: float | None, callba
     trajectory = trainer.train(callback=callback, progress=progress)
     cap = bench.max_iterations or bench.iterations
     while target is not None and max(p["alignment"] for p in trajectory) < target and trainer.iteration < cap:
-        # A longer budget is the one change a run may take mid-way (it is what resuming allows too).
-        trainer.cfg = trainer.cfg.with_overrides({"train.iterations": min(trainer.iteration + bench.eval_every, cap)})
-        trajectory = trainer.train(callback=callback, progress=progress)
+        trajectory = trainer.train(callback=callback, progress=progress,
+                                   until=min(trainer.iteration + bench.eval_every, cap))
     return trajectory
 
 

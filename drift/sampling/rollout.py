@@ -50,13 +50,14 @@ class Rollout:
         return self.log_probs.shape[1]
 
 
-def _generators(seeds: torch.Tensor, offset: int) -> list[torch.Generator]:
+def sample_generators(seeds: torch.Tensor, offset: int) -> list[torch.Generator]:
+    """One generator per sample: offset 0 draws its latents and step noise, 1 its prompt noise."""
     return [torch.Generator().manual_seed(2 * int(s) + offset) for s in seeds]
 
 
 def condition_noise(cond: Conditioning, seeds: torch.Tensor) -> Conditioning:
     """Standard-normal noise shaped like ``cond``, drawn from each sample's prompt-noise generator."""
-    gens = _generators(seeds, offset=1)
+    gens = sample_generators(seeds, offset=1)
     return cond.map(lambda t, _: randn_tensor(t.shape, generator=gens, device=t.device, dtype=torch.float32))
 
 
@@ -124,7 +125,7 @@ def rollout_samples(model: T2IModel, sample_prompts: list[str], group_ids: torch
     uncond = model.encode([negative_prompt] * len(sample_prompts)) if guidance_scale > 1 else None
     parts = []
     for idx in _chunks(len(sample_prompts), batch_size):
-        gens = _generators(seeds[idx], offset=0)
+        gens = sample_generators(seeds[idx], offset=0)
         x = randn_tensor((len(gens), *model.latent_shape), generator=gens, device=model.device, dtype=torch.float32)
         noise = condition_noise(cond[idx], seeds[idx]) if prompt_noise is not None else None
         parts.append(_denoise(model, schedule, x, cond[idx], noise, None if uncond is None else uncond[idx],

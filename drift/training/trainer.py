@@ -392,12 +392,14 @@ class Trainer:
         return metrics
 
     def train(self, callback: MetricsCallback | None = None, checkpoint_dir: str | Path | None = None,
-              progress: bool = False) -> list[dict[str, float]]:
-        """Train up to ``train.iterations``, evaluating every ``eval.every`` iterations (and at the
-        start and the end) and checkpointing every ``checkpoint.every`` (and at the end)."""
+              progress: bool = False, until: int | None = None) -> list[dict[str, float]]:
+        """Train up to iteration ``until`` (default ``train.iterations``), evaluating every
+        ``eval.every`` iterations (and at the start and the end) and checkpointing every
+        ``checkpoint.every`` (and at the end). Calling it again with a later ``until`` trains on."""
         from tqdm.auto import tqdm
 
-        total, every, ck_every = self.cfg.train.iterations, self.cfg.eval.every, self.cfg.checkpoint.every
+        total = self.cfg.train.iterations if until is None else until
+        every, ck_every = self.cfg.eval.every, self.cfg.checkpoint.every
         # Under data parallelism every process trains; only the main one reports and writes checkpoints.
         emit = callback if callback is not None and dist.is_main() else (lambda metrics, it: None)
         if self.eval_prompts and not self.trajectory:
