@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup stack demo test preferences label retrain mlflow-ui clean-state
+.PHONY: setup stack demo test lint preferences label retrain mlflow-ui clean-state
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ retrain: stack
 
 test: setup
 	python -m pytest -q
+
+# Style and obvious bugs (ruff, configured in pyproject.toml); CI runs it.
+lint: setup
+	ruff check .
 
 mlflow-ui: stack
 	mlflow ui --backend-store-uri "$$(python -m mlops.stack --uri)" --host 127.0.0.1 --port 5000

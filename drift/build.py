@@ -11,6 +11,7 @@ from drift.config import DriftConfig
 from drift.models import T2IModel, load_model
 from drift.data.prompts import read_prompts, split_prompts
 from drift.registry import EMBEDDINGS
+from drift.scoring.protocols import Embedding
 from drift.scoring.rewards import WeightedReward
 from drift.errors import DriftError
 from drift.training.trainer import Trainer
@@ -22,10 +23,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class RunParts:
     model: T2IModel
     reward: WeightedReward
-    embed: object
+    embed: Embedding
     train_prompts: list[str]
     eval_prompts: list[str]
-    shaping_embed: object = None  # the potential's embedding when drift.shaping.embedding names one (else ``embed``)
+    shaping_embed: Embedding | None = None  # the potential's when drift.shaping.embedding names one (else ``embed``)
 
 
 def check_device(device: str) -> str:
@@ -51,7 +52,7 @@ def build_parts(cfg: DriftConfig, model_source: str | None = None, prompts: pd.D
     embed = EMBEDDINGS.build(cfg.embedding.name, device=device, **cfg.embedding.args)
     shaping = cfg.drift.shaping.embedding
     model = load_model(model_source or cfg.model.source, cfg.model.family, device, DTYPES[cfg.model.dtype],
-                       cfg.model.revision, **cfg.model.adapter_options())
+                       cfg.model.revision, **cfg.model.options.model_dump())
     return RunParts(
         model=model,
         reward=WeightedReward.from_config(cfg.reward, device),

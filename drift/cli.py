@@ -131,9 +131,9 @@ def cmd_sample(args) -> int:
     parts = build_parts(cfg, model_source=args.model)
     prompts = args.prompt or parts.eval_prompts[: cfg.eval.num_prompts]
     n = args.num or cfg.eval.samples_per_prompt
-    ev = evaluate(parts.model, parts.reward, parts.embed, prompts, n, args.seed, cfg.sampling.num_steps,
-                  args.noise_level, cfg.sampling.guidance_scale, cfg.sampling.batch_size, progress=True,
-                  negative_prompt=cfg.sampling.negative_prompt)
+    sampler = cfg.sampler().model_copy(update={"noise_level": args.noise_level})
+    ev = evaluate(parts.model, parts.reward, parts.embed, prompts, n, args.seed, sampler,
+                  batch_size=cfg.sampling.batch_size, progress=True)
     save_grid(ev.images, n, args.out, upscale=args.upscale)
     print(json.dumps(ev.metrics, indent=2))
     print(f"grid of {len(prompts)} prompts x {n} samples (one row per prompt) written to {args.out}")

@@ -37,16 +37,10 @@ class RunSection(_Section):
     """torch device: cpu, cuda, cuda:N, mps or xpu (checked against the machine when the run starts)."""
 
 
-class ModelSection(_Section):
-    source: str = Field(..., min_length=1)
-    """Hub id (e.g. stabilityai/stable-diffusion-3.5-medium) or local directory of a diffusers pipeline."""
-    family: Literal["auto", "flow", "eps"] = "auto"
-    """Sampler family: 'flow' (rectified flow, Flow-GRPO SDE step), 'eps' (noise prediction, DDIM
-    with eta), or 'auto' (from the pipeline's scheduler class)."""
-    revision: str | None = None
-    """Hub revision (branch, tag or commit) to load; None for the default branch."""
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Dtype of the frozen weights; trained weights and all step math stay in float32."""
+class ModelOptions(_Section):
+    """How the adapter drives its pipeline, beside the sampler's steps and noise: the keyword options
+    of ``drift.models.load_model``."""
+
     height: int | None = Field(None, ge=8, le=8192, multiple_of=8)
     """Image height in pixels; None uses the pipeline's default (1024 for FLUX.1-dev and SD 3.5, 512
     for SD 1.5). FLUX needs a multiple of 16, and its scheduler shift follows the resolution."""
@@ -56,10 +50,46 @@ class ModelSection(_Section):
     """Guidance value fed to guidance-distilled denoisers as an input (FLUX.1-dev's guidance
     embedding), not classifier-free guidance (that is sampling.guidance_scale); None uses
     FluxPipeline's default 3.5. Ignored by denoisers without a guidance input."""
+    max_sequence_length: int | None = Field(None, ge=1, le=4096)
+    """Tokens of the T5-class text encoder (SD 3, FLUX); None uses the pipeline's default (256 for
+    SD 3, 512 for FLUX). FLUX has no text attention mask, so padding to this length changes its
+    conditioning as well as the attention cost. Ignored by families without such an encoder."""
 
-    def adapter_options(self) -> dict[str, Any]:
-        """The keyword options of ``drift.models.load_model`` this section sets."""
-        return {"height": self.height, "width": self.width, "guidance": self.guidance}
+
+class ModelSection(ModelOptions):
+    source: str = Field(..., min_length=1)
+    """Hub id (e.g. stabilityai/stable-diffusion-3.5-medium) or local directory of a diffusers pipeline."""
+    family: Literal["auto", "flow", "eps"] = "auto"
+    """Sampler family: 'flow' (rectified flow, Flow-GRPO SDE step), 'eps' (noise prediction, DDIM
+    with eta), or 'auto' (from the pipeline's scheduler class)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) to load; None for the default branch."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype of the frozen weights; trained weights and all step math stay in float32."""
+
+    @property
+    def options(self) -> ModelOptions:
+        """The adapter options this section sets."""
+        return ModelOptions(**{name: getattr(self, name) for name in ModelOptions.model_fields})
+
+
+class SamplerSettings(_Section):
+    """How images are drawn, as one value: passed whole to rollouts, evaluation, the labelling page
+    and the registered model, and saved whole (``model_dump``) with a registered version, so that
+    all of them sample the same way. Built from a run configuration by ``DriftConfig.sampler``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    num_steps: int = Field(..., ge=1, le=1000)
+    """T, denoising steps."""
+    noise_level: float = Field(..., ge=0.0, le=10.0)
+    """SDE noise level of the Flow-GRPO step, or DDIM's eta; 0 is the deterministic sampler."""
+    guidance_scale: float = Field(1.0, ge=1.0)
+    """Classifier-free guidance weight; 1 disables it."""
+    negative_prompt: str = Field("", max_length=1000)
+    """Prompt of the negative branch of classifier-free guidance."""
+    model_options: ModelOptions = Field(default_factory=ModelOptions)
+    """The options the model is loaded with (image size, guidance input, T5 length)."""
 
 
 class DataSection(_Section):
@@ -345,7 +375,7 @@ class CheckpointSection(_Section):
 
 class AccelerateSection(_Section):
     """How the pipeline's fine-tuning step runs: in the step's own process, or on several processes
-    through ZenML's run_with_accelerate (`drift train` gets the same from `accelerate launch`)."""
+    under `accelerate launch` (mlops.finetuning; `drift train` gets the same from `accelerate launch`)."""
 
     num_processes: int = Field(1, ge=1)
     """Processes the fine-tuning step launches (one per GPU); 1 trains in the step's own process."""
@@ -427,6 +457,14 @@ class DriftConfig(_Section):
     @property
     def eval_noise_level(self) -> float:
         return self.sampling.noise_level if self.eval.noise_level is None else self.eval.noise_level
+
+    def sampler(self, evaluation: bool = False) -> SamplerSettings:
+        """The sampler settings of training rollouts, or with ``evaluation`` of the evaluation
+        protocol (eval.noise_level where set)."""
+        s = self.sampling
+        return SamplerSettings(num_steps=s.num_steps, noise_level=self.eval_noise_level if evaluation else s.noise_level,
+                               guidance_scale=s.guidance_scale, negative_prompt=s.negative_prompt,
+                               model_options=self.model.options)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "DriftConfig":
         """A copy with dotted-key overrides applied ({'train.iterations': 5}), validated again."""

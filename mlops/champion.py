@@ -33,7 +33,7 @@ def figures_under_protocol(tracking_uri: str, version: ModelVersion, cfg, prompt
     """{'version', 'figures', 're_evaluated', 'own_terms'} of a registered version under this run's
     protocol: its recorded figures when its protocol id matches, else it is downloaded and
     evaluated now, exactly as the candidate was."""
-    from mlops.registry import download_generator
+    from mlops.model_registry import download_generator
 
     own_terms = [t for t in version.tags.get(OWN_TERMS, "").split(",") if t]
     recorded = recorded_figures(version)

@@ -55,8 +55,7 @@ def cmd_label(args) -> int:
     device = check_device(cfg.run.device)
     with tempfile.TemporaryDirectory(prefix="drift-label-") as tmp:
         if args.model:
-            generator = from_directory(args.model, cfg.sampling.num_steps, cfg.eval_noise_level,
-                                       cfg.sampling.guidance_scale, cfg.model.family, device)
+            generator = from_directory(args.model, cfg.sampler(evaluation=True), cfg.model.family, device)
         else:
             uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
             if not uri:

@@ -31,24 +31,22 @@ class DriftImageGenerator(mlflow.pyfunc.PythonModel):
     """Input: columns ``prompt`` and optionally ``seed``. Output: one base64 PNG per row."""
 
     def load_context(self, context):
+        from drift.config import SamplerSettings
         from drift.models import load_model
 
-        # The sampling artifact: num_steps, noise_level, guidance_scale, and optionally negative_prompt
-        # and model_options (load_model's keyword options, e.g. FLUX's height, width and guidance).
-        self.sampling = json.loads(Path(context.artifacts["sampling"]).read_text())
-        self.model = load_model(context.artifacts["pipeline"], **self.sampling.get("model_options", {}))
+        # The sampling artifact: the run's evaluation SamplerSettings (model_dump JSON).
+        self.sampler = SamplerSettings.model_validate_json(Path(context.artifacts["sampling"]).read_text())
+        self.model = load_model(context.artifacts["pipeline"], **self.sampler.model_options.model_dump())
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from drift.plots import to_pil
-        from drift.sampling.rollout import rollout
+        from drift.sampling.rollout import sample_groups
 
         prompts = model_input["prompt"].astype(str).tolist()
         seeds = model_input["seed"].astype("int64").tolist() if "seed" in model_input else list(range(len(prompts)))
-        s = self.sampling
-        ro = rollout(self.model, prompts, 1, torch.tensor(seeds), s["num_steps"], s["noise_level"], s["guidance_scale"],
-                     negative_prompt=s.get("negative_prompt", ""))
+        images = sample_groups(self.model, prompts, 1, torch.tensor(seeds), self.sampler).images
         encoded = []
-        for img in ro.images:
+        for img in images:
             buf = io.BytesIO()
             to_pil(img).save(buf, format="PNG")
             encoded.append(base64.b64encode(buf.getvalue()).decode())

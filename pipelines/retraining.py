@@ -9,9 +9,10 @@ with, it stops after the check, saying so.
 
 from zenml import pipeline
 
+from mlops.configuration import pipeline_config
 from steps.data import load_prompts, validate_prompts
 from steps.evaluation import evaluate_model
-from steps.registry import register_model
+from steps.registration import register_model
 from steps.retraining import VERSION_TAG, check_preferences, update_reward_model, validate_preference_data
 from steps.sampling import sample_reference
 from steps.training import drift_finetune
@@ -19,15 +20,16 @@ from steps.training import drift_finetune
 
 @pipeline(dynamic=True, enable_cache=False)
 def drift_retraining_pipeline(config: dict):
-    check = check_preferences(config).load()
+    cfg = pipeline_config(config)
+    check = check_preferences(cfg).load()
     if not check["changed"]:
         return
-    pairs = validate_preference_data(config)
-    head, _ = update_reward_model(config, pairs, check["version"])
-    prompts, version = load_prompts(config)
-    valid = validate_prompts(prompts, config)
-    reference, reference_images = sample_reference(config, valid, reward_head=head)
-    model, trajectory = drift_finetune(config, valid, reward_head=head)
-    evaluation, champion, _ = evaluate_model(config, valid, model, trajectory, reference, reference_images, reward_head=head)
-    register_model(config, valid, model, evaluation, champion, reference, version, reward_head=head,
+    pairs = validate_preference_data(cfg)
+    head, _ = update_reward_model(cfg, pairs, check["version"])
+    prompts, version = load_prompts(cfg)
+    valid = validate_prompts(prompts, cfg)
+    reference, reference_images = sample_reference(cfg, valid, reward_head=head)
+    model, trajectory = drift_finetune(cfg, valid, reward_head=head)
+    evaluation, champion, _ = evaluate_model(cfg, valid, model, trajectory, reference, reference_images, reward_head=head)
+    register_model(cfg, valid, model, evaluation, champion, reference, version, reward_head=head,
                    extra_tags={VERSION_TAG: check["version"]})

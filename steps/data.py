@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 from zenml import log_metadata, save_artifact, step
 
-from drift.config import parse_config
+from drift.config import DriftConfig
 from drift.data.prompts import read_prompts
 from drift.data.provenance import data_version
 from drift.data.validation import ValidationReport, rules_from_config, validate_file, validate_table
@@ -27,16 +27,15 @@ def _keep_report(report: ValidationReport) -> None:
 
 
 @step(enable_cache=False, experiment_tracker=True)
-def load_prompts(config: dict) -> tuple[Annotated[pd.DataFrame, "prompts"], Annotated[dict, "data_version"]]:
+def load_prompts(config: DriftConfig) -> tuple[Annotated[pd.DataFrame, "prompts"], Annotated[dict, "data_version"]]:
     """The first step: it also marks runs left RUNNING by a dead process as failed and records
     which process owns this one (mlops.recovery)."""
     claim_run()
-    cfg = parse_config(config)
-    path = Path(cfg.data.prompts)
+    path = Path(config.data.prompts)
     try:
-        table = read_prompts(path, cfg.data.max_file_mb)
+        table = read_prompts(path, config.data.max_file_mb)
     except DriftError:
-        _keep_report(validate_file(path, cfg.data.max_file_mb, **rules_from_config(cfg.data)))  # unreadable: fails with the report
+        _keep_report(validate_file(path, config.data.max_file_mb, **rules_from_config(config.data)))  # unreadable: fails with the report
     version = data_version(path)
     log_metadata(metadata={"data_version": version})
     mlflow.set_tags({f"data.{k}": v for k, v in version.items()})
@@ -44,9 +43,8 @@ def load_prompts(config: dict) -> tuple[Annotated[pd.DataFrame, "prompts"], Anno
 
 
 @step(enable_cache=False)
-def validate_prompts(prompts: pd.DataFrame, config: dict) -> Annotated[pd.DataFrame, "validated_prompts"]:
+def validate_prompts(prompts: pd.DataFrame, config: DriftConfig) -> Annotated[pd.DataFrame, "validated_prompts"]:
     """Great Expectations checks; the report is an artifact whether or not they pass, and a failure
     stops the run here, before any model is loaded."""
-    cfg = parse_config(config)
-    _keep_report(validate_table(prompts, str(cfg.data.prompts), **rules_from_config(cfg.data)))
+    _keep_report(validate_table(prompts, str(config.data.prompts), **rules_from_config(config.data)))
     return prompts

@@ -13,17 +13,18 @@ import torch
 from mlflow import MlflowClient
 from zenml import step
 
+from drift.config import DriftConfig
 from drift.build import build_parts
 from drift.evaluation.protocol import evaluate_with_config, protocol_id, protocol_spec
 from drift.plots import side_by_side, trajectory_plot
 from mlops.artifacts import PipelineArtifact
 from mlops.champion import figures_under_protocol, protocol_json
 from mlops.configuration import step_config
-from mlops.registry import version_by_alias
+from mlops.model_registry import version_by_alias
 
 
 @step(enable_cache=False, experiment_tracker=True)
-def evaluate_model(config: dict, prompts: pd.DataFrame, model: PipelineArtifact, trajectory: list,
+def evaluate_model(config: DriftConfig, prompts: pd.DataFrame, model: PipelineArtifact, trajectory: list,
                    reference_metrics: dict, reference_images: np.ndarray, reward_head: Optional[Path] = None) -> tuple[
         Annotated[dict, "evaluation"], Annotated[Optional[dict], "champion_evaluation"],
         Annotated[np.ndarray, "evaluation_images"]]:

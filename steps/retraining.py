@@ -10,7 +10,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from zenml import get_step_context, log_metadata, save_artifact, step
 
-from drift.config import parse_config
+from drift.config import DriftConfig
 from drift.data.preferences import read_pairs
 from drift.data.provenance import file_md5
 from drift.data.validation import validate_preferences
@@ -19,28 +19,27 @@ from drift.evaluation.promotion import reward_head_decision
 from drift.registry import EMBEDDINGS
 from drift.scoring.preference_head import fit_bradley_terry, heldout_accuracy, load_head, pair_features
 from mlops.pyfunc_model import PREFERENCE_HEAD_CODE
-from mlops.registry import register_version, version_by_alias
+from mlops.model_registry import register_version, version_by_alias
 
 VERSION_TAG = "data.preferences_md5"
 
 
 @step(enable_cache=False, experiment_tracker=True)
-def check_preferences(config: dict) -> Annotated[dict, "preference_check"]:
+def check_preferences(config: DriftConfig) -> Annotated[dict, "preference_check"]:
     """Compare the preference data with what the latest trained generator (alias challenger) used:
     comparing with the champion instead would retrain a rejected challenger on the same data at
     every scheduled run."""
-    cfg = parse_config(config)
-    pairs = cfg.preferences.pairs
+    pairs = config.preferences.pairs
     if not pairs.is_file():
         raise DriftError(f"preference file {pairs} does not exist: add a batch first "
                          "(`make preferences SEED=1`, or `drift preferences add -c CONFIG --seed 1`)")
     version = file_md5(pairs)
-    latest = version_by_alias(MlflowClient(), cfg.registry.model_name, "challenger")
+    latest = version_by_alias(MlflowClient(), config.registry.model_name, "challenger")
     previous = latest.tags.get(VERSION_TAG) if latest else None
     changed = previous != version
     reason = (f"preference data {version} differs from {previous or 'none'} used by the latest trained "
-              f"{cfg.registry.model_name}: retraining" if changed else
-              f"no new preference data: {pairs} is version {version}, which {cfg.registry.model_name} "
+              f"{config.registry.model_name}: retraining" if changed else
+              f"no new preference data: {pairs} is version {version}, which {config.registry.model_name} "
               f"version {latest.version} was already trained with; nothing to do")
     print(reason)
     mlflow.set_tags({"retrain.decision": "retrain" if changed else "skip", "retrain.reason": reason,
@@ -51,9 +50,8 @@ def check_preferences(config: dict) -> Annotated[dict, "preference_check"]:
 
 
 @step(enable_cache=False)
-def validate_preference_data(config: dict) -> Annotated[pd.DataFrame, "preference_pairs"]:
-    cfg = parse_config(config)
-    path = cfg.preferences.pairs
+def validate_preference_data(config: DriftConfig) -> Annotated[pd.DataFrame, "preference_pairs"]:
+    path = config.preferences.pairs
     pairs = read_pairs(path)
     report = validate_preferences(pairs, path.parent, str(path))
     save_artifact(json.dumps(report.to_dict(), indent=2), name="preference_validation_report")
@@ -64,16 +62,15 @@ def validate_preference_data(config: dict) -> Annotated[pd.DataFrame, "preferenc
 
 
 @step(enable_cache=False, experiment_tracker=True)
-def update_reward_model(config: dict, pairs: pd.DataFrame, preference_version: str) -> tuple[
+def update_reward_model(config: DriftConfig, pairs: pd.DataFrame, preference_version: str) -> tuple[
         Annotated[Path, "reward_head"], Annotated[dict, "reward_model"]]:
     """Fit a Bradley-Terry head, compare it with the current reward model (alias champion) on the
     same held-out pairs, and register it if the gate accepts it. The head the generator is trained
     with (the new one, or the champion's) leaves the step as a directory artifact."""
-    cfg = parse_config(config)
-    p = cfg.preferences
-    embed = EMBEDDINGS.build(cfg.embedding.name, device=cfg.run.device, **cfg.embedding.args)
+    p = config.preferences
+    embed = EMBEDDINGS.build(config.embedding.name, device=config.run.device, **config.embedding.args)
     data = pair_features(pairs, p.pairs.parent, embed, p.holdout_fraction)
-    head = fit_bradley_terry(data.train_a, data.train_b, data.train_choices, p.epochs, p.lr, seed=cfg.run.seed)
+    head = fit_bradley_terry(data.train_a, data.train_b, data.train_choices, p.epochs, p.lr, seed=config.run.seed)
     accuracy = heldout_accuracy(head, data)
     new_head = Path(tempfile.mkdtemp(prefix="drift-reward-head-"))
     head.save_pretrained(new_head)
@@ -91,7 +88,7 @@ def update_reward_model(config: dict, pairs: pd.DataFrame, preference_version: s
                         "reward_model/heldout_pairs": len(data.held_choices)})
     version = None
     if accept:
-        tags = {"heldout_accuracy": accuracy, VERSION_TAG: preference_version, "embedding": cfg.embedding.name}
+        tags = {"heldout_accuracy": accuracy, VERSION_TAG: preference_version, "embedding": config.embedding.name}
         version = register_version(client, p.reward_model_name, PREFERENCE_HEAD_CODE, {"head": str(new_head)}, tags,
                                    artifact_path="reward_model")
         client.set_registered_model_alias(p.reward_model_name, "champion", version)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from zenml import step
 
+from drift.config import DriftConfig
 from drift.build import build_parts
 from drift.evaluation.protocol import evaluate_with_config
 from drift.plots import image_grid
@@ -15,7 +16,7 @@ from mlops.configuration import step_config
 
 
 @step(enable_cache=False, experiment_tracker=True)
-def sample_reference(config: dict, prompts: pd.DataFrame, reward_head: Optional[Path] = None) -> tuple[
+def sample_reference(config: DriftConfig, prompts: pd.DataFrame, reward_head: Optional[Path] = None) -> tuple[
         Annotated[dict, "reference_metrics"], Annotated[np.ndarray, "reference_images"]]:
     cfg = step_config(config, reward_head)
     parts = build_parts(cfg, prompts=prompts)

@@ -9,7 +9,7 @@ import torch
 from drift.method import shaping
 from drift.scoring.diversity import mean_pairwise_cosine_distance, per_group, vendi_score
 from drift.method.prompt_noise import anneal_condition, anneal_weight, perturb
-from drift.method.schedule import linear_schedule
+from drift.method.iteration_schedule import linear_schedule
 from drift.method.advantages import group_advantages
 from drift.method.subset import select_subset, window_subset, zscore_subset
 

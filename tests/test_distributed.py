@@ -106,7 +106,7 @@ def test_the_pipeline_fine_tunes_on_two_processes(testbed, zen_env, tmp_path):
     logged = _statistics(tmp_path / "single")
     for key in GROUP_STATISTICS:
         assert history[key] == pytest.approx([r[key] for r in logged], rel=1e-4, abs=1e-6), key
-    from mlops.registry import download_generator
+    from mlops.model_registry import download_generator
 
     registered = download_generator(zen_env["tracking_uri"], "drift-two-processes", version.version, tmp_path / "dl")
     weights = load_file(next((registered.pipeline / "unet").glob("*.safetensors")))

@@ -10,9 +10,9 @@ import torch
 
 from drift.config import load_config
 from drift.errors import ConfigError, ModelNotFoundError
-from drift.models import load_model
+from drift.models import load_model, load_pipeline, wrap_pipeline
 from drift.models.flux import FluxModel
-from drift.sampling.rollout import PromptNoise, condition_noise, conditioning_at, rollout
+from drift.sampling.rollout import PromptNoise, condition_noise, conditioning_at, rollout, sample_generators
 from drift.scoring.embeddings import pixels
 from drift.scoring.rewards import WeightedReward
 from drift.training.trainer import Trainer
@@ -79,6 +79,27 @@ def test_noise_free_rollout_equals_flux_pipeline(tiny_flux_dir, guidance, cfg, n
     torch.testing.assert_close(final, ro.latents[:, -1], rtol=0, atol=ATOL)
     images = model.pipe(ro.prompts, output_type="pt", **kwargs).images
     torch.testing.assert_close(images, ro.images, rtol=0, atol=ATOL)
+    # a sample's seed draws the pipeline's own starting noise (unpacked, then packed)
+    kwargs.pop("latents")
+    seeded = model.pipe(ro.prompts, output_type="latent", generator=sample_generators(ro.seeds, 0), **kwargs).images
+    torch.testing.assert_close(seeded, ro.latents[:, -1], rtol=0, atol=ATOL)
+
+
+def test_a_scheduler_with_use_flow_sigmas_gives_the_pipelines_schedule(tiny_flux_dir, flux):
+    pipe = load_pipeline(str(tiny_flux_dir))
+    pipe.scheduler.register_to_config(use_flow_sigmas=True)
+    pipe.set_progress_bar_config(disable=True)
+    model = wrap_pipeline(pipe, **SIZE)
+    pipe(["a cat"], **SIZE, num_inference_steps=5, output_type="latent", max_sequence_length=8)
+    schedule = model.schedule(5)
+    torch.testing.assert_close(schedule.sigmas, pipe.scheduler.sigmas.cpu(), rtol=0, atol=0)
+    torch.testing.assert_close(schedule.timesteps, pipe.scheduler.timesteps.cpu(), rtol=0, atol=0)
+    assert not torch.allclose(schedule.sigmas, flux.schedule(5).sigmas)
+
+
+def test_t5_length_is_a_model_option(tiny_flux_dir):
+    model = load_model(str(tiny_flux_dir), **SIZE, max_sequence_length=8)
+    assert model.encode(["a red cat"]).embeds.shape[1] == 8
 
 
 def test_guidance_is_an_input_of_the_distilled_transformer(tiny_flux_dir, flux):
@@ -93,9 +114,9 @@ def test_prompt_noise_perturbs_t5_tokens_and_clip_pooled_vector(flux):
     cond = flux.encode(["a red cat", "a blue dog"])
     seeds = torch.tensor([5, 6])
     pn = PromptNoise(scale=0.5, tau1=0.2, tau2=0.9)
-    noisy = conditioning_at(cond, condition_noise(cond, seeds), 1.0, pn)
+    noisy = conditioning_at(flux, cond, condition_noise(cond, seeds), 1.0, pn)
     assert not torch.allclose(noisy.embeds, cond.embeds) and not torch.allclose(noisy.pooled, cond.pooled)
-    again = conditioning_at(cond, condition_noise(cond, seeds), 1.0, pn)
+    again = conditioning_at(flux, cond, condition_noise(cond, seeds), 1.0, pn)
     assert torch.equal(noisy.embeds, again.embeds) and torch.equal(noisy.pooled, again.pooled)
 
 
@@ -103,7 +124,7 @@ def _trainer(source, dtype=torch.float32, **train):
     cfg = make_config(source, lora=True, drift=DRIFT_ON, iterations=1, **train)
     cfg = cfg.with_overrides({"train.lora.target_modules": flux_config_lora().target_modules,
                               "model.guidance": 2.0, "sampling.negative_prompt": "blurry"})
-    model = load_model(cfg.model.source, dtype=dtype, **cfg.model.adapter_options())
+    model = load_model(cfg.model.source, dtype=dtype, **cfg.model.options.model_dump())
     return Trainer(cfg, model, WeightedReward.from_config(cfg.reward), pixels(), PROMPTS, PROMPTS[:1])
 
 
@@ -125,7 +146,7 @@ def test_saved_model_reloads_with_equal_outputs_and_the_pyfunc_generates(tiny_fl
     trainer = _trainer(tiny_flux_dir)
     trainer.step()
     trainer.save_model(tmp_path / "model")
-    reloaded = load_model(str(tmp_path / "model"), **trainer.cfg.model.adapter_options())
+    reloaded = load_model(str(tmp_path / "model"), **trainer.cfg.model.options.model_dump())
     assert isinstance(reloaded, FluxModel) and reloaded.guidance == 2.0
     x = torch.randn(2, *reloaded.latent_shape, generator=torch.Generator().manual_seed(1))
     cond = reloaded.encode(["a red cat", "a dog"])
@@ -141,7 +162,7 @@ def test_saved_model_reloads_with_equal_outputs_and_the_pyfunc_generates(tiny_fl
 
     sampling = tmp_path / "sampling.json"
     sampling.write_text(json.dumps({"num_steps": 2, "noise_level": 0.0, "guidance_scale": 2.0,
-                                    "negative_prompt": "blurry", "model_options": trainer.cfg.model.adapter_options()}))
+                                    "negative_prompt": "blurry", "model_options": trainer.cfg.model.options.model_dump()}))
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from drift.config import SamplerSettings
 from drift.data.preferences import read_pairs
 from drift.data.validation import validate_preferences
 from drift.plots import to_pil
@@ -33,7 +34,7 @@ WAIT = 60  # seconds for a pair to appear (each is drawn on demand)
 
 @pytest.fixture(scope="module")
 def generator(tiny_sd3_dir):
-    return from_directory(tiny_sd3_dir, num_steps=2, noise_level=0.7, guidance_scale=1.0)
+    return from_directory(tiny_sd3_dir, SamplerSettings(num_steps=2, noise_level=0.7))
 
 
 @pytest.fixture
@@ -217,7 +218,7 @@ def _register(tiny_sd3_dir, tmp_path) -> str:
     from mlflow import MlflowClient
 
     from mlops.pyfunc_model import GENERATOR_CODE
-    from mlops.registry import register_version
+    from mlops.model_registry import register_version
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sampling = tmp_path / "sampling.json"

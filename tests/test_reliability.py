@@ -293,7 +293,7 @@ import mlflow
 from mlflow import MlflowClient
 from drift.config import RegistrySection
 from drift.evaluation.promotion import promotion_decision
-from mlops.registry import compare_and_promote
+from mlops.model_registry import compare_and_promote
 
 uri, alignment, go, delay = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
 client = MlflowClient(uri, uri)

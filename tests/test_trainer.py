@@ -36,7 +36,7 @@ def make_config(source, lora=False, drift=None, **train):
 
 def make_trainer(source, **kw):
     cfg = make_config(source, **kw)
-    model = load_model(cfg.model.source, **cfg.model.adapter_options())
+    model = load_model(cfg.model.source, **cfg.model.options.model_dump())
     reward = WeightedReward.from_config(cfg.reward)
     return Trainer(cfg, model, reward, pixels(), PROMPTS, PROMPTS[:2])
 

@@ -23,7 +23,7 @@ def windowed_trainer(source, window=None, drift=None, **train):
     cfg = make_config(source, drift=drift, **train)
     if window is not None:
         cfg = cfg.with_overrides({"sampling.sde_window": window})
-    model = load_model(cfg.model.source, **cfg.model.adapter_options())
+    model = load_model(cfg.model.source, **cfg.model.options.model_dump())
     return Trainer(cfg, model, WeightedReward.from_config(cfg.reward), pixels(), PROMPTS, PROMPTS[:2])
 
 
@@ -39,7 +39,7 @@ def test_a_window_covering_every_step_is_todays_sampler_and_plan(tiny_sd3_dir, s
     s = trainer.cfg.sampling
     prompts, seeds = trainer.iteration_batch()
     today = rollout_samples(trainer.model, [p for p in prompts for _ in range(s.group_size)], ro.group_ids, seeds,
-                            s.num_steps, s.noise_level, s.guidance_scale, trainer.prompt_noise())
+                            trainer.cfg.sampler(), prompt_noise=trainer.prompt_noise())
     assert torch.equal(ro.latents, today.latents) and torch.equal(ro.log_probs, today.log_probs)
     assert ro.trainable.all()
     # today's draw of the trained timesteps: round(T * fraction) of range(T)
@@ -62,7 +62,7 @@ def test_outside_the_window_steps_are_deterministic_without_log_prob(source):
     noise = condition_noise(ro.cond, ro.seeds)
     with torch.no_grad():
         for i in range(ro.num_steps):
-            cond = conditioning_at(ro.cond, noise, schedule.tau(i), ro.prompt_noise)
+            cond = conditioning_at(trainer.model, ro.cond, noise, schedule.tau(i), ro.prompt_noise)
             out = trainer.model.predict(ro.latents[:, i], schedule.model_time(i), cond, ro.uncond, s.guidance_scale)
             deterministic = schedule.step(i, out, ro.latents[:, i], 0.0).prev_sample
             if ro.trainable[i]:
@@ -102,7 +102,7 @@ def test_window_must_fit_the_steps(tiny_sd3_dir):
 def test_first_update_with_a_window_has_unit_ratio_and_trains_only_window_steps(source):
     trainer = windowed_trainer(source, {"size": 2, "placement": "random"}, drift=DRIFT_ON, grad_accum=100,
                                timestep_fraction=1.0, iterations=1)
-    window = trainer.sde_steps()
+    window = trainer.sde_step_mask()
     plan = trainer.micro_batches(torch.ones(8, dtype=torch.bool), window, 0)
     assert all(window[steps].all() and len(steps) == 2 for _, steps in plan)
     metrics = trainer.step()

@@ -36,7 +36,6 @@ from drift.models.base import T2IModel
 from drift.plots import _pyplot, _save_figure
 from drift.sampling.rollout import sample_generators, expand_groups, rollout
 from drift.sampling.window import sde_steps
-from diffusers.utils.torch_utils import randn_tensor
 
 FPE, SECONDS = "compute/cum_forward_equivalents", "compute/cum_seconds"
 
@@ -134,7 +133,7 @@ def plain_sample(model: T2IModel, prompts: list[str], group_size: int, seeds: to
     for s in range(0, len(sample_prompts), batch_size):
         idx = slice(s, s + batch_size)
         gens = sample_generators(seeds[idx], offset=0)
-        x = randn_tensor((len(gens), *model.latent_shape), generator=gens, device=model.device, dtype=torch.float32)
+        x = model.initial_latents(gens)
         uncond = None if uncond_all is None else uncond_all[idx]
         for t in scheduler.timesteps:
             out = model.predict(x, t, cond_all[idx], uncond, guidance_scale)

@@ -51,9 +51,8 @@ def run(cfg: DriftConfig, out_dir: str | Path, scales: list[float], num_prompts:
     s, pn = cfg.sampling, cfg.drift.prompt_noise
 
     def measure(noise: PromptNoise | None) -> dict[str, float]:
-        e = evaluate(parts.model, parts.reward, parts.embed, prompts, samples_per_prompt, cfg.eval.seed, s.num_steps,
-                     s.noise_level, s.guidance_scale, s.batch_size, negative_prompt=s.negative_prompt,
-                     reference=reference, coverage_k=cfg.eval.coverage.k, prompt_noise=noise)
+        e = evaluate(parts.model, parts.reward, parts.embed, prompts, samples_per_prompt, cfg.eval.seed, cfg.sampler(),
+                     batch_size=s.batch_size, coverage=(reference, cfg.eval.coverage.k), prompt_noise=noise)
         return {k: e.metrics[k] for k in METRICS}
 
     rows = [{"form": "clean prompt", "floor": None, "scale": None, **measure(None)}]

@@ -23,7 +23,7 @@ from drift.scoring.diversity import mean_pairwise_cosine_distance
 from drift.evaluation.protocol import evaluate, eval_seeds
 from drift.evaluation.matching import matched_comparison
 from drift.plots import save_grid, trajectory_plot
-from drift.sampling.rollout import rollout
+from drift.sampling.rollout import sample_groups
 from drift.testbed.attributes import ATTRIBUTES, HIGH, LOW, UNNAMED, attribute_values, caption
 from drift.testbed.classifier import digit_from_prompt, load_classifier
 from drift.testbed.data import load_images
@@ -33,7 +33,7 @@ def base_model_quality(cfg: DriftConfig, parts, images_path: Path, samples_per_p
     checkpoint = cfg.embedding.args.get("checkpoint", "data/testbed/classifier")
     clf = load_classifier(checkpoint)
     ev = evaluate(parts.model, parts.reward, parts.embed, parts.eval_prompts, samples_per_prompt, cfg.eval.seed,
-                  cfg.sampling.num_steps, cfg.eval_noise_level)
+                  cfg.sampler(evaluation=True).model_copy(update={"guidance_scale": 1.0, "negative_prompt": ""}))
     digits = torch.tensor([digit_from_prompt(p) for p in ev.prompts])
     with torch.no_grad():
         accuracy = float((clf(ev.images).argmax(1) == digits).float().mean())
@@ -59,9 +59,10 @@ def attribute_control(cfg: DriftConfig, parts, samples_per_prompt: int = 16) -> 
 
     def values(texts: list[str]) -> torch.Tensor:
         """(N, attributes) of the samples of ``texts``."""
-        ro = rollout(parts.model, texts, samples_per_prompt, seeds, s.num_steps, cfg.eval_noise_level,
-                     s.guidance_scale, batch_size=s.batch_size)
-        return torch.from_numpy(attribute_values(ro.images.cpu().numpy()))
+        samples = sample_groups(parts.model, texts, samples_per_prompt, seeds,
+                                cfg.sampler(evaluation=True).model_copy(update={"negative_prompt": ""}),
+                                batch_size=s.batch_size)
+        return torch.from_numpy(attribute_values(samples.images.cpu().numpy()))
 
     plain_values = values(prompts)
     rows = []
@@ -83,9 +84,9 @@ def generation_time(cfg: DriftConfig, parts, prompts: int = 10, per_prompt: int 
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        ro = rollout(parts.model, chosen, per_prompt, eval_seeds(0, prompts * per_prompt), s.num_steps, s.noise_level,
-                     s.guidance_scale, batch_size=s.batch_size, negative_prompt=s.negative_prompt)
-        parts.reward(ro.images, ro.prompts)
+        samples = sample_groups(parts.model, chosen, per_prompt, eval_seeds(0, prompts * per_prompt), cfg.sampler(),
+                                batch_size=s.batch_size)
+        parts.reward(samples.images, samples.prompts)
         times.append(time.perf_counter() - start)
     return min(times)
 

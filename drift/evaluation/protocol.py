@@ -11,11 +11,16 @@ from pathlib import Path
 
 import torch
 
+from torch import nn
+
+from drift.config import DriftConfig, SamplerSettings
+from drift.models.base import T2IModel
 from drift.registry import REFERENCES
+from drift.sampling.rollout import PromptNoise, sample_groups
 from drift.scoring.coverage import ReferenceSet, coverage_report
 from drift.scoring.diversity import diversity_report
-from drift.models.base import T2IModel
-from drift.sampling.rollout import PromptNoise, rollout
+from drift.scoring.protocols import Embedding
+from drift.scoring.rewards import WeightedReward
 
 
 @dataclass
@@ -32,40 +37,42 @@ def eval_seeds(seed: int, count: int) -> torch.Tensor:
     return torch.arange(count, dtype=torch.long) + (1 << 40) + seed * count
 
 
-def evaluate(model: T2IModel, reward, embed, prompts: list[str], samples_per_prompt: int, seed: int,
-             num_steps: int, noise_level: float = 0.0, guidance_scale: float = 1.0, batch_size: int = 256,
-             progress: bool = False, negative_prompt: str = "", reference: ReferenceSet | None = None,
-             coverage_k: int = 3, prompt_noise: PromptNoise | None = None) -> Evaluation:
+def evaluate(model: T2IModel, reward: WeightedReward, embed: Embedding, prompts: list[str], samples_per_prompt: int,
+             seed: int, sampler: SamplerSettings, *, batch_size: int = 256, progress: bool = False,
+             coverage: tuple[ReferenceSet, int] | None = None, prompt_noise: PromptNoise | None = None,
+             denoiser: nn.Module | None = None) -> Evaluation:
     """alignment = mean reward; diversity = per-prompt mean pairwise cosine distance of the
-    embeddings, and the Vendi score, each averaged over prompts; with a ``reference`` set, the
-    coverage of the real images of each prompt's class (``coverage_report``: precision, recall,
-    Frechet distance, averaged over classes). ``prompt_noise`` is for probes of the conditioning;
-    the evaluation protocol samples the clean prompts."""
+    embeddings, and the Vendi score, each averaged over prompts; with ``coverage`` = (reference set,
+    k), the coverage of the real images of each prompt's class (``coverage_report``: precision,
+    recall, Frechet distance, averaged over classes). ``prompt_noise`` is for probes of the
+    conditioning; the evaluation protocol samples the clean prompts. ``denoiser`` as in ``rollout_samples``."""
     n = len(prompts) * samples_per_prompt
-    ro = rollout(model, prompts, samples_per_prompt, eval_seeds(seed, n), num_steps, noise_level,
-                 guidance_scale, prompt_noise=prompt_noise, batch_size=batch_size, progress=progress,
-                 negative_prompt=negative_prompt)
+    ro = sample_groups(model, prompts, samples_per_prompt, eval_seeds(seed, n), sampler, prompt_noise=prompt_noise,
+                       batch_size=batch_size, progress=progress, denoiser=denoiser)
     rewards, parts = reward(ro.images, ro.prompts)
     features = embed(ro.images).cpu()
     metrics = {"alignment": float(rewards.mean()), **diversity_report(features, ro.group_ids)}
-    if reference is not None:
+    if coverage is not None:
+        reference, k = coverage
         classes = [reference.classify(p) for p in ro.prompts]
         real = {c: embed(reference.images[c]).cpu() for c in dict.fromkeys(classes)}
-        metrics.update(coverage_report(features, classes, real, coverage_k))
+        metrics.update(coverage_report(features, classes, real, k))
     metrics.update({f"reward/{k}": float(v.mean()) for k, v in parts.items()})
     return Evaluation(metrics, ro.images, ro.prompts, rewards, features)
 
 
-def evaluate_with_config(cfg, model: T2IModel, reward, embed, eval_prompts: list[str],
-                         progress: bool = False) -> Evaluation:
+def evaluate_with_config(cfg: DriftConfig, model: T2IModel, reward: WeightedReward, embed: Embedding,
+                         eval_prompts: list[str], progress: bool = False, denoiser: nn.Module | None = None) -> Evaluation:
     """The run's evaluation protocol: the first eval.num_prompts held-out prompts, eval.samples_per_prompt
-    seeded samples each, with the run's sampler settings. Reference, training checkpoints and the
-    final model are all measured this way, so their numbers compare."""
-    e, s = cfg.eval, cfg.sampling
-    reference = None if e.coverage is None else reference_set(e.coverage.name, json.dumps(e.coverage.args, sort_keys=True))
-    return evaluate(model, reward, embed, eval_prompts[: e.num_prompts], e.samples_per_prompt, e.seed, s.num_steps,
-                    cfg.eval_noise_level, s.guidance_scale, s.batch_size, progress, s.negative_prompt, reference,
-                    e.coverage.k if e.coverage else 3)
+    seeded samples each, with the run's evaluation sampler settings. Reference, training checkpoints
+    and the final model are all measured this way, so their numbers compare."""
+    e = cfg.eval
+    coverage = None
+    if e.coverage is not None:
+        coverage = reference_set(e.coverage.name, json.dumps(e.coverage.args, sort_keys=True)), e.coverage.k
+    return evaluate(model, reward, embed, eval_prompts[: e.num_prompts], e.samples_per_prompt, e.seed,
+                    cfg.sampler(evaluation=True), batch_size=cfg.sampling.batch_size, progress=progress,
+                    coverage=coverage, denoiser=denoiser)
 
 
 @lru_cache(maxsize=4)
@@ -93,11 +100,15 @@ def fingerprint(value):
     return value
 
 
-def protocol_spec(cfg, eval_prompts: list[str]) -> dict:
+def protocol_spec(cfg: DriftConfig, eval_prompts: list[str]) -> dict:
     """Everything that decides an evaluation's figures: the reward terms and weights (checkpoints by
     content), the diversity embedding and coverage reference, the evaluation prompts, seeds and
     sample counts, and the sampler settings."""
-    s = cfg.sampling
+    sampler = cfg.sampler(evaluation=True)
+    # The sampler's entries as first recorded (model options flat, an unset T5 length left out), so
+    # that the same settings keep the protocol id that registered versions carry.
+    options = sampler.model_options.model_dump(exclude={"max_sequence_length"} if
+                                               sampler.model_options.max_sequence_length is None else set())
     return {
         "reward": [fingerprint(term.model_dump(mode="json")) for term in cfg.reward],
         "embedding": fingerprint(cfg.embedding.model_dump(mode="json")),
@@ -105,8 +116,7 @@ def protocol_spec(cfg, eval_prompts: list[str]) -> dict:
         "prompts": list(eval_prompts[: cfg.eval.num_prompts]),
         "samples_per_prompt": cfg.eval.samples_per_prompt,
         "seed": cfg.eval.seed,
-        "sampler": {"num_steps": s.num_steps, "noise_level": cfg.eval_noise_level, "guidance_scale": s.guidance_scale,
-                    "negative_prompt": s.negative_prompt, **cfg.model.adapter_options()},
+        "sampler": {**sampler.model_dump(exclude={"model_options"}), **options},
     }
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from drift.method.schedule import linear_schedule
+from drift.config import DriftConfig, ShapingSection
+from drift.method.iteration_schedule import linear_schedule
 from drift.method.shaping import (dense_shaping_terms, diversity_potential, gate_mask, potential_support,
                                   returns_to_go, shaping_scale, terminal_bonus)
 from drift.method.subset import select_subset
@@ -32,7 +33,7 @@ def group_advantages(returns: torch.Tensor, mask: torch.Tensor, eps: float = 1e-
 
 
 def shaped_returns(rewards: torch.Tensor, features: torch.Tensor, step_features: torch.Tensor | None,
-                   kept: torch.Tensor, shaping, weight: float, num_steps: int) -> torch.Tensor:
+                   kept: torch.Tensor, shaping: ShapingSection, weight: float, num_steps: int) -> torch.Tensor:
     """Per-step returns (P, G, T): the reward, plus the diversity shaping when it is on.
 
     ``rewards`` (P, G); ``features`` (P, G, D) of the final samples; ``step_features``
@@ -61,8 +62,8 @@ def shaped_returns(rewards: torch.Tensor, features: torch.Tensor, step_features:
     return torch.stack([returns_to_go(rewards[p], terms[p]) for p in range(P)])
 
 
-def drift_advantages(rewards: torch.Tensor, features: torch.Tensor, step_features: torch.Tensor | None, cfg,
-                     num_steps: int, iteration: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def drift_advantages(rewards: torch.Tensor, features: torch.Tensor, step_features: torch.Tensor | None,
+                     cfg: DriftConfig, num_steps: int, iteration: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages (B, T) and the kept mask (B,) for a whole iteration batch (B = P * G).
 
     Optional reward-concentrated subset (on the raw rewards), optional diversity shaping with

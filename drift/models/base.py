@@ -7,34 +7,75 @@ line in ``drift.models.loading.ADAPTERS`` registers it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from typing import Callable, ClassVar
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from drift.errors import ConfigError
+from drift.method.prompt_noise import anneal_condition
 from drift.sampling.schedules import DDIMSchedule, FlowSchedule
+
+Field = torch.Tensor | list[torch.Tensor]
+
+
+def _take(value: Field, index) -> Field:
+    if isinstance(value, torch.Tensor):
+        return value[index]
+    picked = range(len(value))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).tolist()
+    return [value[i] for i in picked]
 
 
 @dataclass
 class Conditioning:
-    """Text conditioning of a batch: token embeddings, and a pooled vector for models that use one."""
+    """Text conditioning of a batch, batch first.
 
-    embeds: torch.Tensor
+    ``embeds``: token embeddings (B, L, D), or a list of B per-prompt tensors (L_i, D) for families
+    that take sequences of their own length (Z-Image); ``pooled``: a pooled vector (B, D') for families
+    that use one; ``mask``: an attention mask over the tokens (B, L) for families that use one
+    (Qwen-Image). The ``CONTENT`` fields are what prompt noise perturbs; the mask says which tokens
+    exist and is never perturbed.
+    """
+
+    embeds: Field
     pooled: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
-    def map(self, fn) -> "Conditioning":
-        """Apply ``fn(tensor, name)`` to each present tensor."""
-        return Conditioning(**{f.name: (None if getattr(self, f.name) is None else fn(getattr(self, f.name), f.name))
-                               for f in fields(self)})
+    CONTENT: ClassVar[tuple[str, ...]] = ("embeds", "pooled")
+
+    def _present(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def __len__(self) -> int:
+        return len(self.embeds)
 
     def __getitem__(self, index) -> "Conditioning":
-        return self.map(lambda t, _: t[index])
+        return replace(self, **{name: _take(getattr(self, name), index) for name in self._present()})
 
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
-        first = items[0]
-        return first.map(lambda _, name: torch.cat([getattr(c, name) for c in items]))
+        def join(values: list[Field]) -> Field:
+            return torch.cat(values) if isinstance(values[0], torch.Tensor) else [t for v in values for t in v]
+
+        return replace(items[0], **{name: join([getattr(c, name) for c in items]) for name in items[0]._present()})
+
+    def content(self) -> dict[str, Field]:
+        """The present ``CONTENT`` fields by name."""
+        return {name: getattr(self, name) for name in self.CONTENT if getattr(self, name) is not None}
+
+    def map_content(self, fn: Callable[..., torch.Tensor], *others: "Conditioning") -> "Conditioning":
+        """Apply ``fn(tensor, *the same field of others)`` to each present content field: to the batch
+        tensor, or to each per-prompt tensor of a list field as a batch of one."""
+
+        def apply(name: str) -> Field:
+            values = [getattr(c, name) for c in (self, *others)]
+            if isinstance(values[0], torch.Tensor):
+                return fn(*values)
+            return [fn(*(v[k][None] for v in values))[0] for k in range(len(values[0]))]
+
+        return replace(self, **{name: apply(name) for name in self.content()})
 
 
 class T2IModel:
@@ -43,7 +84,13 @@ class T2IModel:
     ``family`` is 'flow' (velocity prediction, rectified flow) or 'eps' (noise prediction, DDIM).
     Images are returned as float32 tensors in [0, 1], shape (B, C, H, W). ``height`` / ``width``
     are the image size in pixels (None: the pipeline's default); ``guidance`` is the guidance
-    input of guidance-distilled denoisers (not classifier-free guidance), ignored by the others.
+    input of guidance-distilled denoisers (not classifier-free guidance), ignored by the others;
+    ``max_sequence_length`` the T5-class text encoder's token count (None: the pipeline's default),
+    ignored by families without one.
+
+    The denoiser module a call runs is passed explicitly (``denoiser=``, default the bare
+    ``denoiser``): the trainer passes the module accelerate prepared (DDP, FSDP) or the reference
+    policy, and the adapter itself is never changed by training.
 
     A new family is one file with a subclass and one line in ``drift.models.loading.ADAPTERS``.
     The subclass provides:
@@ -51,15 +98,17 @@ class T2IModel:
     * ``denoiser_class`` and ``denoiser_attr``: the diffusers denoiser class that identifies the
       family and the pipeline attribute that holds it; ``families``: the sampler families it
       supports; ``description``: a few words for error messages;
-    * ``encode(prompts) -> Conditioning``: the text conditioning in float32, batch first. Prompt
-      noise perturbs every tensor of a ``Conditioning``: inputs that are not prompt content
-      (position ids, masks) stay out of it and are built in ``forward``;
-    * ``forward(latents, model_time, cond)``: the raw denoiser output for latents of
+    * ``encode(prompts) -> Conditioning``: the text conditioning in float32, batch first. Inputs
+      that are not prompt content (position ids) are built in ``forward``; masks travel in the
+      ``Conditioning``, outside prompt noise;
+    * ``forward(denoiser, latents, model_time, cond)``: the raw output of ``denoiser`` for latents of
       ``latent_shape`` at the schedule's ``model_time``, in the denoiser's dtype.
 
     and overrides, where the pipeline differs from the defaults below: ``latent_shape`` (C, H / f,
-    W / f), ``schedule`` (the scheduler's own discretisation), ``decode`` (VAE with scaling and
-    shift factors), ``default_resolution`` and ``resolution_multiple``.
+    W / f), ``initial_latents`` (the pipeline's draw of the starting noise), ``schedule`` (the
+    scheduler's own discretisation), ``perturb_conditioning`` (where prompt noise acts),
+    ``guided_outputs`` and ``combine_guidance`` (classifier-free guidance), ``decode`` (VAE with
+    scaling and shift factors), ``default_resolution`` and ``resolution_multiple``.
     """
 
     family: str
@@ -70,17 +119,15 @@ class T2IModel:
 
     def __init__(self, pipe, denoiser: nn.Module, family: str, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, height: int | None = None, width: int | None = None,
-                 guidance: float | None = None):
+                 guidance: float | None = None, max_sequence_length: int | None = None):
         self.pipe = pipe
         self.denoiser = denoiser
-        # What ``forward`` calls: the denoiser, or the trainer's data-parallel wrapper of it (DDP,
-        # FSDP) once accelerate has prepared it. ``denoiser`` stays the bare module.
-        self.forward_module: nn.Module = denoiser
         self.vae = getattr(pipe, "vae", None)
         self.family = family
         self.device = torch.device(device)
         self.dtype = dtype
         self.guidance = guidance
+        self.requested_sequence_length = max_sequence_length
         self.scheduler_config = pipe.scheduler.config
         default_height, default_width = self.default_resolution()
         self.height, self.width = height or default_height, width or default_width
@@ -104,7 +151,8 @@ class T2IModel:
     def encode(self, prompts: list[str]) -> Conditioning:
         raise NotImplementedError
 
-    def forward(self, latents: torch.Tensor, model_time: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    def forward(self, denoiser: nn.Module, latents: torch.Tensor, model_time: torch.Tensor,
+                cond: Conditioning) -> torch.Tensor:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------------
@@ -132,16 +180,39 @@ class T2IModel:
         f = self.vae_scale_factor
         return (self.denoiser.config.in_channels, self.height // f, self.width // f)
 
+    def initial_latents(self, generators: list[torch.Generator]) -> torch.Tensor:
+        """The starting noise of one sample per generator, (B, *latent_shape) in float32, drawn as
+        the family's pipeline draws it, so that a generator's seed gives the pipeline's image."""
+        return randn_tensor((len(generators), *self.latent_shape), generator=generators, device=self.device,
+                            dtype=torch.float32)
+
+    def perturb_conditioning(self, cond: Conditioning, noise: Conditioning, g: float, pn) -> Conditioning:
+        """Prompt noise at annealing weight ``g`` (``pn`` a ``drift.sampling.rollout.PromptNoise``):
+        ``anneal_condition`` on every content field of ``cond`` with the same field of ``noise``."""
+        return cond.map_content(lambda y, n: anneal_condition(y, n, g, pn.scale, pn.rescale, pn.psi, pn.form), noise)
+
+    def guided_outputs(self, denoiser: nn.Module, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+                       uncond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """The denoiser's (negative, positive) outputs for classifier-free guidance, in float32: one
+        pass over both halves stacked."""
+        both = self.forward(denoiser, torch.cat([latents, latents]), torch.cat([t, t]), Conditioning.cat([uncond, cond]))
+        out_u, out_c = both.to(torch.float32).chunk(2)
+        return out_u, out_c
+
+    def combine_guidance(self, out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) -> torch.Tensor:
+        """Classifier-free guidance: out = out_uncond + w (out_cond - out_uncond)."""
+        return out_uncond + scale * (out_cond - out_uncond)
+
     def predict(self, latents, model_time, cond: Conditioning, uncond: Conditioning | None = None,
-                guidance_scale: float = 1.0) -> torch.Tensor:
-        """Denoiser output in float32, with classifier-free guidance when guidance_scale > 1:
-        out = out_uncond + w * (out_cond - out_uncond)."""
+                guidance_scale: float = 1.0, denoiser: nn.Module | None = None) -> torch.Tensor:
+        """Output of ``denoiser`` (default the bare denoiser) in float32, guided by ``uncond`` when
+        guidance_scale > 1."""
+        denoiser = self.denoiser if denoiser is None else denoiser
         t = torch.as_tensor(model_time, device=self.device).expand(latents.shape[0])
         if guidance_scale <= 1.0 or uncond is None:
-            return self.forward(latents, t, cond).to(torch.float32)
-        both = self.forward(torch.cat([latents, latents]), torch.cat([t, t]), Conditioning.cat([uncond, cond]))
-        out_u, out_c = both.to(torch.float32).chunk(2)
-        return out_u + guidance_scale * (out_c - out_u)
+            return self.forward(denoiser, latents, t, cond).to(torch.float32)
+        out_u, out_c = self.guided_outputs(denoiser, latents, t, cond, uncond)
+        return self.combine_guidance(out_u, out_c, guidance_scale)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

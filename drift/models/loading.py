@@ -55,10 +55,10 @@ def load_pipeline(source: str, revision: str | None = None, dtype: torch.dtype =
 
 
 def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32, *,
-                  height: int | None = None, width: int | None = None, guidance: float | None = None) -> T2IModel:
-    """The adapter for a loaded pipeline; ``family`` 'auto' follows the scheduler class. ``height``,
-    ``width`` (pixels) and ``guidance`` (the input of guidance-distilled denoisers) are documented
-    on ``T2IModel``."""
+                  height: int | None = None, width: int | None = None, guidance: float | None = None,
+                  max_sequence_length: int | None = None) -> T2IModel:
+    """The adapter for a loaded pipeline; ``family`` 'auto' follows the scheduler class. The
+    keyword options (``drift.config.ModelOptions``) are documented on ``T2IModel``."""
     if family == "auto":
         family = "flow" if isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) else "eps"
     for adapter in ADAPTERS:
@@ -68,7 +68,8 @@ def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype =
                 kinds = " or ".join(FAMILY_KINDS[f] for f in adapter.families)
                 raise UnsupportedModelError(f"{adapter.denoiser_class.__name__} pipelines are {kinds} models: use "
                                             f"family {' or '.join(repr(f) for f in adapter.families)}")
-            return adapter(pipe, denoiser, family, device, dtype, height=height, width=width, guidance=guidance)
+            return adapter(pipe, denoiser, family, device, dtype, height=height, width=width, guidance=guidance,
+                           max_sequence_length=max_sequence_length)
     found = next((getattr(pipe, a) for a in ("transformer", "unet") if getattr(pipe, a, None) is not None), None)
     covered = ", ".join(f"{a.denoiser_class.__name__} ({a.description})" for a in ADAPTERS)
     raise UnsupportedModelError(f"pipeline {type(pipe).__name__} with denoiser {type(found).__name__} is not "
@@ -76,9 +77,7 @@ def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype =
 
 
 def load_model(source: str, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32,
-               revision: str | None = None, *, height: int | None = None, width: int | None = None,
-               guidance: float | None = None) -> T2IModel:
+               revision: str | None = None, **options) -> T2IModel:
     """Load a text-to-image model from a hub id or a local directory, ready for rollouts (the
-    keyword options as in ``wrap_pipeline``)."""
-    return wrap_pipeline(load_pipeline(source, revision, dtype), family, device, dtype, height=height, width=width,
-                         guidance=guidance)
+    keyword ``options`` as in ``wrap_pipeline``: height, width, guidance, max_sequence_length)."""
+    return wrap_pipeline(load_pipeline(source, revision, dtype), family, device, dtype, **options)

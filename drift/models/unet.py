@@ -21,7 +21,7 @@ class UNetModel(T2IModel):
             embeds, _ = self.pipe.encode_prompt(list(prompts), self.device, 1, False)
         return Conditioning(embeds=embeds.to(torch.float32))
 
-    def forward(self, latents, model_time, cond: Conditioning) -> torch.Tensor:
-        return self.forward_module(
+    def forward(self, denoiser, latents, model_time, cond: Conditioning) -> torch.Tensor:
+        return denoiser(
             latents.to(self.dtype), model_time, encoder_hidden_states=cond.embeds.to(self.dtype)
         ).sample

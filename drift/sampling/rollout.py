@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
 from tqdm.auto import tqdm
 
+from drift.config import SamplerSettings
+from drift.method.prompt_noise import anneal_weight
 from drift.models.base import Conditioning, T2IModel
-from drift.method.prompt_noise import anneal_condition, anneal_weight
 
 
 @dataclass(frozen=True)
@@ -56,29 +58,36 @@ def sample_generators(seeds: torch.Tensor, offset: int) -> list[torch.Generator]
 
 
 def condition_noise(cond: Conditioning, seeds: torch.Tensor) -> Conditioning:
-    """Standard-normal noise shaped like ``cond``, drawn from each sample's prompt-noise generator."""
+    """Standard-normal noise shaped like the content of ``cond``, drawn from each sample's
+    prompt-noise generator (field by field, in ``Conditioning.CONTENT`` order)."""
     gens = sample_generators(seeds, offset=1)
-    return cond.map(lambda t, _: randn_tensor(t.shape, generator=gens, device=t.device, dtype=torch.float32))
+
+    def draw(value):
+        if isinstance(value, torch.Tensor):
+            return randn_tensor(value.shape, generator=gens, device=value.device, dtype=torch.float32)
+        return [randn_tensor(t.shape, generator=g, device=t.device, dtype=torch.float32) for t, g in zip(value, gens)]
+
+    return Conditioning(**{name: draw(value) for name, value in cond.content().items()})
 
 
-def conditioning_at(cond: Conditioning, noise: Conditioning | None, tau: float, pn: PromptNoise | None) -> Conditioning:
-    """The conditioning used at denoising time ``tau``: annealed noise when prompt noise is on."""
+def conditioning_at(model: T2IModel, cond: Conditioning, noise: Conditioning | None, tau: float,
+                    pn: PromptNoise | None) -> Conditioning:
+    """The conditioning used at denoising time ``tau``: annealed noise when prompt noise is on,
+    where the model's family puts it (``T2IModel.perturb_conditioning``)."""
     if pn is None or noise is None:
         return cond
-    g = anneal_weight(tau, pn.tau1, pn.tau2, pn.floor)
-    return cond.map(lambda t, name: anneal_condition(t, getattr(noise, name), g, pn.scale, pn.rescale, pn.psi,
-                                                     pn.form))
+    return model.perturb_conditioning(cond, noise, anneal_weight(tau, pn.tau1, pn.tau2, pn.floor), pn)
 
 
-def _denoise(model: T2IModel, schedule, x, cond, cond_noise, uncond, guidance_scale, pn, noise_level,
-             gens, keep_x0, progress, sde_steps):
+def _denoise(model: T2IModel, denoiser: nn.Module | None, schedule, x, cond, cond_noise, uncond,
+             sampler: SamplerSettings, pn, gens, keep_x0, progress, sde_steps):
     latents, log_probs, x0_preds = [x], [], []
     for i in tqdm(range(schedule.num_steps), desc="sampling", leave=False, disable=None if progress else True):
-        c = conditioning_at(cond, cond_noise, schedule.tau(i), pn)
-        out = model.predict(x, schedule.model_time(i), c, uncond, guidance_scale)
+        c = conditioning_at(model, cond, cond_noise, schedule.tau(i), pn)
+        out = model.predict(x, schedule.model_time(i), c, uncond, sampler.guidance_scale, denoiser=denoiser)
         # Outside the SDE window the step is deterministic; it still draws (and discards) its noise,
         # so that the window's steps see the noise the full SDE sampler would give them.
-        step = schedule.step(i, out, x, noise_level if sde_steps[i] else 0.0, generator=gens)
+        step = schedule.step(i, out, x, sampler.noise_level if sde_steps[i] else 0.0, generator=gens)
         if keep_x0:
             x0_preds.append(schedule.predict_x0(i, out, x))
         x = step.prev_sample
@@ -100,36 +109,49 @@ def rollout(model: T2IModel, prompts: list[str], group_size: int, seeds: torch.T
     """Sample ``group_size`` images for each prompt (B = P * G, ``seeds`` of shape (B,)); with
     guidance_scale > 1 the guidance's negative branch is conditioned on ``negative_prompt``.
     ``sde_steps`` (T,) bool marks the steps sampled with ``noise_level`` (the SDE window; None: all),
-    the others are deterministic."""
+    the others are deterministic. The sampler settings as loose arguments (the documented public
+    form); ``sample_groups`` takes them as one ``SamplerSettings``."""
+    sampler = SamplerSettings(num_steps=num_steps, noise_level=noise_level, guidance_scale=guidance_scale,
+                              negative_prompt=negative_prompt)
+    return sample_groups(model, prompts, group_size, seeds, sampler, prompt_noise=prompt_noise, keep_x0=keep_x0,
+                         batch_size=batch_size, progress=progress, sde_steps=sde_steps)
+
+
+def sample_groups(model: T2IModel, prompts: list[str], group_size: int, seeds: torch.Tensor,
+                  sampler: SamplerSettings, **options) -> Rollout:
+    """``rollout`` with its sampler settings as one value; ``options`` as in ``rollout_samples``."""
     sample_prompts, group_ids = expand_groups(prompts, group_size)
-    return rollout_samples(model, sample_prompts, group_ids, seeds, num_steps, noise_level, guidance_scale,
-                           prompt_noise, keep_x0, batch_size, progress, negative_prompt, sde_steps)
+    return rollout_samples(model, sample_prompts, group_ids, seeds, sampler, **options)
 
 
 @torch.no_grad()
 def rollout_samples(model: T2IModel, sample_prompts: list[str], group_ids: torch.Tensor, seeds: torch.Tensor,
-                    num_steps: int, noise_level: float, guidance_scale: float = 1.0,
-                    prompt_noise: PromptNoise | None = None, keep_x0: bool = False, batch_size: int = 256,
-                    progress: bool = False, negative_prompt: str = "", sde_steps: torch.Tensor | None = None) -> Rollout:
+                    sampler: SamplerSettings, *, prompt_noise: PromptNoise | None = None, keep_x0: bool = False,
+                    batch_size: int = 256, progress: bool = False, sde_steps: torch.Tensor | None = None,
+                    denoiser: nn.Module | None = None) -> Rollout:
     """Sample one image per (prompt, group id, seed): any subset of a batch's samples, e.g. one
-    process's shard, gives exactly the samples the whole batch would."""
+    process's shard, gives exactly the samples the whole batch would. ``denoiser`` is the module
+    that denoises (default the model's bare denoiser; the trainer passes the one it prepared).
+    ``sampler.model_options`` are the ones ``model`` was loaded with; the rollout does not apply them."""
     seeds = torch.as_tensor(seeds, dtype=torch.long)
     if seeds.shape != (len(sample_prompts),):
         raise ValueError(f"need one seed per sample: {len(sample_prompts)}, got {tuple(seeds.shape)}")
+    num_steps = sampler.num_steps
     sde_steps = torch.ones(num_steps, dtype=torch.bool) if sde_steps is None else torch.as_tensor(sde_steps).bool()
     if sde_steps.shape != (num_steps,):
         raise ValueError(f"need one SDE flag per step: {num_steps}, got {tuple(sde_steps.shape)}")
     schedule = model.schedule(num_steps)
     unique = sorted(set(sample_prompts))
     cond = model.encode(unique)[torch.tensor([unique.index(p) for p in sample_prompts], device=model.device)]
-    uncond = model.encode([negative_prompt] * len(sample_prompts)) if guidance_scale > 1 else None
+    guided = sampler.guidance_scale > 1
+    uncond = model.encode([sampler.negative_prompt] * len(sample_prompts)) if guided else None
     parts = []
     for idx in _chunks(len(sample_prompts), batch_size):
         gens = sample_generators(seeds[idx], offset=0)
-        x = randn_tensor((len(gens), *model.latent_shape), generator=gens, device=model.device, dtype=torch.float32)
+        x = model.initial_latents(gens)
         noise = condition_noise(cond[idx], seeds[idx]) if prompt_noise is not None else None
-        parts.append(_denoise(model, schedule, x, cond[idx], noise, None if uncond is None else uncond[idx],
-                              guidance_scale, prompt_noise, noise_level, gens, keep_x0, progress, sde_steps))
+        parts.append(_denoise(model, denoiser, schedule, x, cond[idx], noise, None if uncond is None else uncond[idx],
+                              sampler, prompt_noise, gens, keep_x0, progress, sde_steps))
     latents = torch.cat([p[0] for p in parts])
     return Rollout(
         prompts=list(sample_prompts), group_ids=torch.as_tensor(group_ids), seeds=seeds, latents=latents,

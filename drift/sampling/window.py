@@ -13,9 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from drift.config import SdeWindowSection
 
-def window_start(window, num_steps: int, iteration: int, rng: np.random.Generator) -> int:
-    """First step of the window at ``iteration`` (``window`` is a config.SdeWindowSection).
+
+def window_start(window: SdeWindowSection, num_steps: int, iteration: int, rng: np.random.Generator) -> int:
+    """First step of the window at ``iteration``.
 
     fixed:   start
     random:  uniform on [start, max_start]               (one draw from ``rng``)
@@ -30,7 +32,7 @@ def window_start(window, num_steps: int, iteration: int, rng: np.random.Generato
     return window.start + (iteration // window.slide_every) % (last - window.start + 1)
 
 
-def sde_steps(window, num_steps: int, iteration: int, rng: np.random.Generator) -> torch.Tensor:
+def sde_steps(window: SdeWindowSection, num_steps: int, iteration: int, rng: np.random.Generator) -> torch.Tensor:
     """(T,) bool mask of the stochastic (trainable) steps; all True without a window."""
     if window.size is None or window.size >= num_steps:
         return torch.ones(num_steps, dtype=torch.bool)

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import torch
 
+from drift.config import RewardTerm
 from drift.registry import REWARDS
+from drift.scoring.protocols import Reward
 
 
 class WeightedReward:
     """r = sum_k w_k * r_k(images, prompts); also returns each term for logging."""
 
-    def __init__(self, terms: list[tuple[str, float, object]]):
+    def __init__(self, terms: list[tuple[str, float, Reward]]):
         self.terms = terms
 
     @classmethod
-    def from_config(cls, specs, device="cpu") -> "WeightedReward":
+    def from_config(cls, specs: list[RewardTerm], device: str = "cpu") -> "WeightedReward":
         return cls([(s.name, s.weight, REWARDS.build(s.name, device=device, **s.args)) for s in specs])
 
     @torch.no_grad()
@@ -27,4 +29,4 @@ class WeightedReward:
         return total, parts
 
 
-__all__ = ["REWARDS", "WeightedReward"]
+__all__ = ["REWARDS", "Reward", "WeightedReward"]

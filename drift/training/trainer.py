@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 from accelerate import Accelerator
+from torch import nn
 from diffusers.training_utils import EMAModel, cast_training_params
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
@@ -31,12 +32,14 @@ from drift.errors import ConfigMismatchError, NonFiniteError
 from drift.evaluation.protocol import Evaluation, evaluate_with_config
 from drift.method.advantages import drift_advantages
 from drift.method.grpo import clipped_policy_loss, mean_kl
-from drift.method.schedule import linear_schedule
+from drift.method.iteration_schedule import linear_schedule
 from drift.models.base import T2IModel
 from drift.sampling.rollout import (PromptNoise, Rollout, condition_noise, conditioning_at, expand_groups,
                                     rollout_samples)
-from drift.scoring.diversity import diversity_report
 from drift.sampling.window import sde_steps
+from drift.scoring.diversity import diversity_report
+from drift.scoring.protocols import Embedding
+from drift.scoring.rewards import WeightedReward
 from drift.training import checkpoints
 from drift.training import distributed as dist
 from drift.training.compute import ComputeLedger, Passes, sampling_passes, update_passes
@@ -94,8 +97,13 @@ class UpdateLog:
 
 
 class Trainer:
-    def __init__(self, config: DriftConfig, model: T2IModel, reward, embed, train_prompts: list[str],
-                 eval_prompts: list[str] | None = None, shaping_embed=None):
+    """Owns the training state: the policy module accelerate prepared (``policy``; the adapter's
+    ``denoiser`` stays the bare module), the optimizer, EMA, the reference policy for the KL term,
+    the iteration counter and the evaluation trajectory."""
+
+    def __init__(self, config: DriftConfig, model: T2IModel, reward: WeightedReward, embed: Embedding,
+                 train_prompts: list[str], eval_prompts: list[str] | None = None,
+                 shaping_embed: Embedding | None = None):
         if not train_prompts:
             raise ValueError("no training prompts")
         self.cfg = config
@@ -127,8 +135,8 @@ class Trainer:
         # accelerate places the model, wraps it for the launched engine (DDP, FSDP, DeepSpeed) and
         # runs mixed precision; ``accelerate launch`` decides the engine and the process count.
         self.accelerator = Accelerator(cpu=model.device.type == "cpu", mixed_precision=train.mixed_precision)
-        model.forward_module, self.optimizer = self.accelerator.prepare(model.denoiser, optimizer)
-        self.params = [p for p in model.forward_module.parameters() if p.requires_grad]
+        self.policy, self.optimizer = self.accelerator.prepare(model.denoiser, optimizer)
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.ema = EMAModel(self.params, decay=train.ema_decay) if train.ema_decay > 0 else None
 
     # -- setup -----------------------------------------------------------------------------------
@@ -142,21 +150,16 @@ class Trainer:
 
     @contextmanager
     def reference_policy(self):
-        """The base model: LoRA adapters disabled, or the frozen copy for full fine-tuning."""
-        denoiser = self.model.denoiser
-        if self.cfg.train.lora.enabled:
-            denoiser.disable_adapters()
-            try:
-                yield
-            finally:
-                denoiser.enable_adapters()
-        else:
-            prepared = self.model.forward_module
-            self.model.forward_module = self._reference_denoiser
-            try:
-                yield
-            finally:
-                self.model.forward_module = prepared
+        """The module of the base model: the policy with its LoRA adapters disabled, or the frozen
+        copy for full fine-tuning."""
+        if not self.cfg.train.lora.enabled:
+            yield self._reference_denoiser
+            return
+        self.model.denoiser.disable_adapters()
+        try:
+            yield self.policy
+        finally:
+            self.model.denoiser.enable_adapters()
 
     @contextmanager
     def evaluation_weights(self):
@@ -189,7 +192,7 @@ class Trainer:
         seeds = rng.integers(0, 2**31 - 1, size=s.prompts_per_iteration * s.group_size)
         return [self.train_prompts[i] for i in idx], torch.as_tensor(seeds, dtype=torch.long)
 
-    def sde_steps(self) -> torch.Tensor:
+    def sde_step_mask(self) -> torch.Tensor:
         """(T,) bool mask of this iteration's stochastic, trainable steps (the same on every process)."""
         s = self.cfg.sampling
         return sde_steps(s.sde_window, s.num_steps, self.iteration, _rng(self.cfg.run.seed, self.iteration, WINDOW_STREAM))
@@ -199,50 +202,53 @@ class Trainer:
         s = self.cfg.sampling
         prompts, seeds = self.iteration_batch()
         sample_prompts, group_ids = expand_groups(prompts, s.group_size)
-        mine = dist.shard(len(sample_prompts))
+        local = dist.shard(len(sample_prompts))
         keep_x0 = self.cfg.drift.shaping.enabled and self.cfg.drift.shaping.mode == "dense"
-        ro = rollout_samples(self.model, [sample_prompts[i] for i in mine], group_ids[mine], seeds[mine], s.num_steps,
-                             s.noise_level, s.guidance_scale, self.prompt_noise(), keep_x0=keep_x0,
-                             batch_size=s.batch_size, negative_prompt=s.negative_prompt, sde_steps=self.sde_steps())
-        return ro, mine
+        rolled = rollout_samples(self.model, [sample_prompts[i] for i in local], group_ids[local], seeds[local],
+                                 self.cfg.sampler(), prompt_noise=self.prompt_noise(), keep_x0=keep_x0,
+                                 batch_size=s.batch_size, sde_steps=self.sde_step_mask(), denoiser=self.policy)
+        return rolled, local
 
-    def score_rollout(self, ro: Rollout) -> ScoredBatch:
+    def score_rollout(self, rolled: Rollout) -> ScoredBatch:
         """Rewards and embeddings of this shard, gathered into the whole batch."""
         total = self.cfg.sampling.prompts_per_iteration * self.cfg.sampling.group_size
-        rewards, terms = self.reward(ro.images, ro.prompts)
+        rewards, terms = self.reward(rolled.images, rolled.prompts)
         step_features = None
-        if ro.x0_preds is not None and ro.num_steps > 1:
-            step_features = dist.gather_samples(self.predicted_sample_features(ro), total)
-        features = dist.gather_samples(self.embed(ro.images).cpu(), total)
+        if rolled.x0_preds is not None and rolled.num_steps > 1:
+            step_features = dist.gather_samples(self.predicted_sample_features(rolled), total)
+        features = dist.gather_samples(self.embed(rolled.images).cpu(), total)
         return ScoredBatch(
             rewards=dist.gather_samples(rewards, total),
             reward_terms={k: dist.gather_samples(v, total) for k, v in terms.items()},
             features=features,
             shaping_features=features if self.shaping_embed is self.embed else
-            dist.gather_samples(self.shaping_embed(ro.images).cpu(), total),
+            dist.gather_samples(self.shaping_embed(rolled.images).cpu(), total),
             step_features=step_features,
         )
 
-    def predicted_sample_features(self, ro: Rollout) -> torch.Tensor:
+    def predicted_sample_features(self, rolled: Rollout) -> torch.Tensor:
         """Embeddings of the clean samples predicted at steps 1 .. T-1, shape (B, T - 1, D)."""
-        x0 = ro.x0_preds[:, 1:].flatten(0, 1)
-        return self.shaping_embed(self.model.decode(x0)).cpu().reshape(ro.x0_preds.shape[0], ro.num_steps - 1, -1)
+        x0 = rolled.x0_preds[:, 1:].flatten(0, 1)
+        return self.shaping_embed(self.model.decode(x0)).cpu().reshape(rolled.x0_preds.shape[0], rolled.num_steps - 1, -1)
 
     # -- the update ------------------------------------------------------------------------------
-    def recompute_transition(self, ro: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise):
-        """Step i of ``samples`` under the current policy (with gradients), with the conditioning the
-        rollout used (its prompt noise regenerated from the seeds): its log-probability and mean."""
+    def recompute_transition(self, rolled: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise,
+                             denoiser: nn.Module | None = None):
+        """Step i of ``samples`` under the current policy (with gradients; or under ``denoiser``),
+        with the conditioning the rollout used (its prompt noise regenerated from the seeds): its
+        log-probability and mean."""
         s = self.cfg.sampling
-        cond = conditioning_at(ro.cond[samples], cond_noise, schedule.tau(i), ro.prompt_noise)
-        uncond = None if ro.uncond is None else ro.uncond[samples]
-        x = ro.latents[samples, i]
-        out = self.model.predict(x, schedule.model_time(i), cond, uncond, s.guidance_scale)
-        return schedule.step(i, out, x, s.noise_level, prev_sample=ro.latents[samples, i + 1])
+        cond = conditioning_at(self.model, rolled.cond[samples], cond_noise, schedule.tau(i), rolled.prompt_noise)
+        uncond = None if rolled.uncond is None else rolled.uncond[samples]
+        x = rolled.latents[samples, i]
+        out = self.model.predict(x, schedule.model_time(i), cond, uncond, s.guidance_scale,
+                                 denoiser=self.policy if denoiser is None else denoiser)
+        return schedule.step(i, out, x, s.noise_level, prev_sample=rolled.latents[samples, i + 1])
 
-    def reference_kl(self, ro: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise, transition) -> torch.Tensor:
+    def reference_kl(self, rolled: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise, transition) -> torch.Tensor:
         """Per-sample KL between the policy's and the reference policy's step distributions (B,)."""
-        with torch.no_grad(), self.reference_policy():
-            reference = self.recompute_transition(ro, schedule, samples, i, cond_noise)
+        with torch.no_grad(), self.reference_policy() as reference_module:
+            reference = self.recompute_transition(rolled, schedule, samples, i, cond_noise, reference_module)
         return mean_kl(transition.mean, reference.mean, transition.std)
 
     def micro_batches(self, kept: torch.Tensor, trainable: torch.Tensor, epoch: int) -> list[tuple[torch.Tensor, list[int]]]:
@@ -260,8 +266,8 @@ class Trainer:
         batches = [order[k : k + train.micro_batch] for k in range(0, len(order), train.micro_batch)]
         return [(b, sorted(steps[rng.choice(len(steps), size=n_train, replace=False)].tolist())) for b in batches]
 
-    def accumulate_micro_batch(self, ro: Rollout, schedule, batch: torch.Tensor, timesteps: list[int],
-                               advantages: torch.Tensor, mine: torch.Tensor, sync: bool, log: UpdateLog) -> None:
+    def accumulate_micro_batch(self, rolled: Rollout, schedule, batch: torch.Tensor, timesteps: list[int],
+                               advantages: torch.Tensor, local: torch.Tensor, sync: bool, log: UpdateLog) -> None:
         """Backpropagate this process's part of one micro-batch's loss, one timestep at a time.
 
         The micro-batch loss is the mean over its N samples; this process adds sum_{its samples}
@@ -271,22 +277,22 @@ class Trainer:
         before an optimizer step (``sync``)."""
         train = self.cfg.train
         world = dist.world()[1]
-        position = {int(g): k for k, g in enumerate(mine)}
+        position = {int(g): k for k, g in enumerate(local)}
         samples = torch.tensor([position[int(g)] for g in batch if int(g) in position], dtype=torch.long)
         share = float(world)
         if len(samples) == 0:
             samples, share = torch.zeros(1, dtype=torch.long), 0.0
-        cond_noise = condition_noise(ro.cond[samples], ro.seeds[samples]) if ro.prompt_noise is not None else None
+        cond_noise = condition_noise(rolled.cond[samples], rolled.seeds[samples]) if rolled.prompt_noise is not None else None
         for k, i in enumerate(timesteps):
             last = sync and k == len(timesteps) - 1
-            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model.forward_module):
-                transition = self.recompute_transition(ro, schedule, samples, i, cond_noise)
-                losses, stats = clipped_policy_loss(transition.log_prob, ro.log_probs[samples, i],
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
+                transition = self.recompute_transition(rolled, schedule, samples, i, cond_noise)
+                losses, stats = clipped_policy_loss(transition.log_prob, rolled.log_probs[samples, i],
                                                     advantages[samples, i], train.clip_range)
                 policy_loss = losses.sum() / len(batch) * share
                 kl_penalty = None
                 if train.kl_coef > 0:
-                    kl_penalty = self.reference_kl(ro, schedule, samples, i, cond_noise, transition).sum() / len(batch) * share
+                    kl_penalty = self.reference_kl(rolled, schedule, samples, i, cond_noise, transition).sum() / len(batch) * share
                 loss = policy_loss if kl_penalty is None else policy_loss + train.kl_coef * kl_penalty
                 ensure_finite("loss", loss.detach())
                 self.accelerator.backward(loss / (len(timesteps) * train.grad_accum))
@@ -313,24 +319,24 @@ class Trainer:
             self.ema.step(self.params)
         return grad_norm
 
-    def update(self, ro: Rollout, advantages: torch.Tensor, kept: torch.Tensor,
-               mine: torch.Tensor) -> tuple[dict[str, float], list[tuple[torch.Tensor, list[int]]]]:
+    def update(self, rolled: Rollout, advantages: torch.Tensor, kept: torch.Tensor,
+               local: torch.Tensor) -> tuple[dict[str, float], list[tuple[torch.Tensor, list[int]]]]:
         """PPO-clipped updates; one optimizer step per ``train.grad_accum`` micro-batches (and at the
         end of each epoch). ``advantages`` (B_local, T) are this process's samples', ``kept`` (B,)
-        the whole batch's mask, ``mine`` the global indices of this process's samples. Returns the
+        the whole batch's mask, ``local`` the global indices of this process's samples. Returns the
         update's statistics and the global plan it followed (every epoch's micro-batches)."""
         train = self.cfg.train
-        schedule = self.model.schedule(ro.num_steps)
+        schedule = self.model.schedule(rolled.num_steps)
         log = UpdateLog()
         plan = []
-        self.model.forward_module.train()
+        self.policy.train()
         for epoch in range(train.inner_epochs):
-            batches = self.micro_batches(kept, ro.trainable, epoch)
+            batches = self.micro_batches(kept, rolled.trainable, epoch)
             plan += batches
             self.optimizer.zero_grad(set_to_none=True)
             for b, (batch, timesteps) in enumerate(batches):
                 step_now = (b + 1) % train.grad_accum == 0 or b + 1 == len(batches)
-                self.accumulate_micro_batch(ro, schedule, batch, timesteps, advantages, mine, step_now, log)
+                self.accumulate_micro_batch(rolled, schedule, batch, timesteps, advantages, local, step_now, log)
                 if step_now and (grad_norm := self.optimizer_step()) is not None:
                     log.grad_norm.append(grad_norm)
         return dist.mean_over_processes(log.summary()), plan
@@ -339,14 +345,14 @@ class Trainer:
     def step(self) -> dict[str, float]:
         """Run one iteration; returns its metrics (group statistics over all processes' samples)."""
         t0 = time.perf_counter()
-        ro, mine = self.collect()
-        batch = self.score_rollout(ro)
+        rolled, local = self.collect()
+        batch = self.score_rollout(rolled)
         ensure_finite("reward", batch.rewards)
         t1 = time.perf_counter()
         advantages, kept = drift_advantages(batch.rewards, batch.shaping_features, batch.step_features, self.cfg,
-                                            ro.num_steps, self.iteration)
+                                            rolled.num_steps, self.iteration)
         ensure_finite("advantages", advantages)
-        metrics, plan = self.update(ro, advantages[mine], kept, mine)
+        metrics, plan = self.update(rolled, advantages[local], kept, local)
         t2 = time.perf_counter()
         passes = self.iteration_passes(plan)
         self.compute.add_iteration(passes, t2 - t0)
@@ -359,10 +365,10 @@ class Trainer:
             **{f"reward/{k}": float(v.mean()) for k, v in batch.reward_terms.items()},
             **diversity_report(batch.features, group_ids),
             **passes.metrics("compute/"), **self.compute.metrics(),
-            sde_steps=int(ro.trainable.sum()), sde_window_start=int(torch.nonzero(ro.trainable)[0]),
+            sde_steps=int(rolled.trainable.sum()), sde_window_start=int(torch.nonzero(rolled.trainable)[0]),
         )
-        if ro.prompt_noise is not None:
-            metrics["prompt_noise_scale"] = ro.prompt_noise.scale
+        if rolled.prompt_noise is not None:
+            metrics["prompt_noise_scale"] = rolled.prompt_noise.scale
         self.iteration += 1
         return metrics
 
@@ -375,7 +381,8 @@ class Trainer:
     # -- evaluation and the loop -----------------------------------------------------------------
     def evaluate(self):
         with self.evaluation_weights(), torch.no_grad():
-            return evaluate_with_config(self.cfg, self.model, self.reward, self.embed, self.eval_prompts)
+            return evaluate_with_config(self.cfg, self.model, self.reward, self.embed, self.eval_prompts,
+                                        denoiser=self.policy)
 
     def save_model(self, directory: str | Path) -> None:
         """The trained pipeline as a diffusers directory (EMA weights when on, LoRA fused), which
@@ -423,7 +430,7 @@ class Trainer:
     def trained_weights(self) -> dict[str, torch.Tensor]:
         """The weights training changes, whole on the main process however the engine shards them:
         the LoRA adapters, or the whole denoiser. A collective: every process must call it."""
-        full = get_model_state_dict(self.model.forward_module, options=FULL_STATE)
+        full = get_model_state_dict(self.policy, options=FULL_STATE)
         if self.cfg.train.lora.enabled:
             from peft import get_peft_model_state_dict
 
@@ -438,7 +445,7 @@ class Trainer:
             "iteration": self.iteration,
             "trajectory": self.trajectory,
             "config": self.cfg.model_dump(mode="json"),
-            "optimizer": get_optimizer_state_dict(self.model.forward_module, self.optimizer.optimizer, options=FULL_STATE),
+            "optimizer": get_optimizer_state_dict(self.policy, self.optimizer.optimizer, options=FULL_STATE),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "compute": self.compute.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": [np_state[0], np_state[1], *np_state[2:]],
@@ -471,8 +478,8 @@ class Trainer:
 
             set_peft_model_state_dict(self.model.denoiser, ckpt.weights)
         else:
-            set_model_state_dict(self.model.forward_module, ckpt.weights, options=FULL_STATE)
-        set_optimizer_state_dict(self.model.forward_module, self.optimizer.optimizer, state["optimizer"],
+            set_model_state_dict(self.policy, ckpt.weights, options=FULL_STATE)
+        set_optimizer_state_dict(self.policy, self.optimizer.optimizer, state["optimizer"],
                                  options=FULL_STATE)
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
+from drift.config import SamplerSettings
 from drift.errors import DriftError
 from drift.models.base import T2IModel
-from drift.sampling.rollout import rollout
+from drift.sampling.rollout import sample_groups
 
 
 @dataclass
@@ -19,29 +20,26 @@ class Generator:
     model: T2IModel
     name: str  # the registered model's name, or the local directory
     version: str  # the registry version; "" for a local directory
-    num_steps: int
-    noise_level: float
-    guidance_scale: float = 1.0
+    sampler: SamplerSettings
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def images(self, prompt: str, seeds: tuple[int, int]) -> torch.Tensor:
         """Two images (2, C, H, W) in [0, 1] for ``prompt``, one per seed: each is what
         ``rollout`` draws from that seed alone, so a recorded seed reproduces its image."""
         with self._lock:  # one rollout at a time: raters share the model and the CPU
-            return rollout(self.model, [prompt], 2, torch.tensor(seeds), self.num_steps, self.noise_level,
-                           self.guidance_scale).images
+            return sample_groups(self.model, [prompt], 2, torch.tensor(seeds), self.sampler).images
 
     def describe(self) -> str:
         """'name version N' for a registered model, the directory for a local one."""
         return f"{self.name} version {self.version}" if self.version else self.name
 
 
-def from_directory(path: str | Path, num_steps: int, noise_level: float, guidance_scale: float,
-                   family: str = "auto", device: str = "cpu") -> Generator:
+def from_directory(path: str | Path, sampler: SamplerSettings, family: str = "auto", device: str = "cpu") -> Generator:
     """A local pipeline directory (e.g. the model `drift train` writes), sampled as configured."""
     from drift.models import load_model
 
-    return Generator(load_model(str(path), family, device), str(path), "", num_steps, noise_level, guidance_scale)
+    return Generator(load_model(str(path), family, device, **sampler.model_options.model_dump()), str(path), "",
+                     sampler)
 
 
 def from_registry(name: str, tracking_uri: str, dst: str | Path, version: str | None = None,
@@ -52,7 +50,7 @@ def from_registry(name: str, tracking_uri: str, dst: str | Path, version: str | 
     from mlflow.exceptions import MlflowException
 
     from drift.models import load_model
-    from mlops.registry import download_generator
+    from mlops.model_registry import download_generator
 
     client = MlflowClient(tracking_uri, tracking_uri)
     try:
@@ -63,7 +61,6 @@ def from_registry(name: str, tracking_uri: str, dst: str | Path, version: str | 
         raise DriftError(f"the registry at {tracking_uri} has no {which} of model '{name}' "
                          f"({str(err).splitlines()[0]}): train and register one first (make demo), or pass "
                          "--version N, --alias NAME or --model DIR") from None
-    sampling = registered.sampling
-    model = load_model(str(registered.pipeline), family, device, **sampling.get("model_options", {}))
-    return Generator(model, name, version, int(sampling["num_steps"]), float(sampling["noise_level"]),
-                     float(sampling.get("guidance_scale", 1.0)))
+    sampler = registered.sampler
+    model = load_model(str(registered.pipeline), family, device, **sampler.model_options.model_dump())
+    return Generator(model, name, version, sampler)

@@ -3,7 +3,6 @@ a version with its tags, read and move aliases."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
@@ -18,6 +17,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
+from drift.config import SamplerSettings
 from drift.errors import DriftError
 
 from mlops.pyfunc_model import requirements
@@ -95,13 +95,12 @@ def compare_and_promote(client: MlflowClient, name: str, version: str, decide) -
 @dataclass
 class RegisteredGenerator:
     """A downloaded version of a registered generator: its pipeline directory and the sampler
-    settings it was registered with (num_steps, noise_level, guidance_scale, and optionally
-    negative_prompt and model_options)."""
+    settings it was registered with."""
 
     name: str
     version: str
     pipeline: Path
-    sampling: dict
+    sampler: SamplerSettings
 
 
 def download_generator(tracking_uri: str, name: str, version: str, dst: str | Path) -> RegisteredGenerator:
@@ -112,5 +111,5 @@ def download_generator(tracking_uri: str, name: str, version: str, dst: str | Pa
     if not {"pipeline", "sampling"} <= artifacts.keys():
         raise DriftError(f"{name} version {version} is not a registered DRIFT generator (its artifacts are "
                          f"{sorted(artifacts)}, expected 'pipeline' and 'sampling')")
-    sampling = json.loads((local / artifacts["sampling"]["path"]).read_text())
-    return RegisteredGenerator(name, version, local / artifacts["pipeline"]["path"], sampling)
+    sampler = SamplerSettings.model_validate_json((local / artifacts["sampling"]["path"]).read_text())
+    return RegisteredGenerator(name, version, local / artifacts["pipeline"]["path"], sampler)

@@ -2,7 +2,6 @@
 only through the promotion gate (drift.evaluation.promotion), with the read-compare-set of the
 alias under the registry's promotion lock; end the run with a short report."""
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,17 +11,18 @@ import pandas as pd
 from mlflow import MlflowClient
 from zenml import log_metadata, step
 
+from drift.config import DriftConfig
 from drift.evaluation.promotion import promotion_decision
 from mlops.artifacts import PipelineArtifact
 from mlops.champion import figures_under_protocol, gated_figures, version_tags
 from mlops.configuration import step_config
 from mlops.pyfunc_model import GENERATOR_CODE, GENERATOR_SIGNATURE
-from mlops.registry import compare_and_promote, register_version
+from mlops.model_registry import compare_and_promote, register_version
 from mlops.report import run_summary
 
 
 @step(enable_cache=False, experiment_tracker=True)
-def register_model(config: dict, prompts: pd.DataFrame, model: PipelineArtifact, evaluation: dict,
+def register_model(config: DriftConfig, prompts: pd.DataFrame, model: PipelineArtifact, evaluation: dict,
                    champion_evaluation: Optional[dict], reference_metrics: dict, data_version: dict,
                    reward_head: Optional[Path] = None, extra_tags: Optional[dict] = None) -> Annotated[dict, "registration"]:
     cfg = step_config(config, reward_head)
@@ -34,10 +34,7 @@ def register_model(config: dict, prompts: pd.DataFrame, model: PipelineArtifact,
             **{f"data.{k}": v for k, v in data_version.items()}, "mlflow_run_id": run_id, **(extra_tags or {})}
     with tempfile.TemporaryDirectory() as tmp:
         sampling = Path(tmp) / "sampling.json"
-        sampling.write_text(json.dumps({"num_steps": cfg.sampling.num_steps, "noise_level": cfg.eval_noise_level,
-                                        "guidance_scale": cfg.sampling.guidance_scale,
-                                        "negative_prompt": cfg.sampling.negative_prompt,
-                                        "model_options": cfg.model.adapter_options()}))
+        sampling.write_text(cfg.sampler(evaluation=True).model_dump_json())
         version = register_version(client, name, GENERATOR_CODE,
                                    {"pipeline": str(model.directory), "sampling": str(sampling)}, tags,
                                    GENERATOR_SIGNATURE)
