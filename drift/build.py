@@ -8,12 +8,12 @@ import pandas as pd
 import torch
 
 from drift.config import DriftConfig
-from drift.models import T2IModel, load_model
 from drift.data.prompts import read_prompts, split_prompts
+from drift.errors import DriftError
+from drift.models import T2IModel, load_model
 from drift.registry import EMBEDDINGS
 from drift.scoring.protocols import Embedding
 from drift.scoring.rewards import WeightedReward
-from drift.errors import DriftError
 from drift.training.trainer import Trainer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

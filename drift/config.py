@@ -438,18 +438,20 @@ class DriftConfig(_Section):
     def method_name(self) -> str:
         """'grpo', or 'drift[...]' listing the DRIFT components that are on."""
         d = self.drift
-        on = [n for n, c in (("subset", d.subset), ("prompt_noise", d.prompt_noise), ("shaping", d.shaping)) if c.enabled]
+        components = (("subset", d.subset), ("prompt_noise", d.prompt_noise), ("shaping", d.shaping))
+        on = [name for name, section in components if section.enabled]
         return f"drift[{','.join(on)}]" if on else "grpo"
 
-    def without_drift(self) -> "DriftConfig":
+    def without_drift(self) -> DriftConfig:
         """The same run with the three DRIFT components off: plain GRPO, the baseline."""
         return self.with_overrides({f"drift.{c}.enabled": False for c in ("subset", "prompt_noise", "shaping")})
 
-    def with_preference_reward(self, head_dir: str) -> "DriftConfig":
+    def with_preference_reward(self, head_dir: str) -> DriftConfig:
         """This configuration with the learned preference score added to its reward terms
         (weight preferences.weight, on the embedding the head was fitted on)."""
         term = {"name": "preference", "weight": self.preferences.weight,
-                "args": {"head": str(head_dir), "embedding": self.embedding.name, "embedding_args": self.embedding.args}}
+                "args": {"head": str(head_dir), "embedding": self.embedding.name,
+                         "embedding_args": self.embedding.args}}
         data = self.model_dump(mode="json")
         data["reward"] = data["reward"] + [term]
         return parse_config(data, source="retraining configuration")
@@ -462,11 +464,12 @@ class DriftConfig(_Section):
         """The sampler settings of training rollouts, or with ``evaluation`` of the evaluation
         protocol (eval.noise_level where set)."""
         s = self.sampling
-        return SamplerSettings(num_steps=s.num_steps, noise_level=self.eval_noise_level if evaluation else s.noise_level,
+        return SamplerSettings(num_steps=s.num_steps,
+                               noise_level=self.eval_noise_level if evaluation else s.noise_level,
                                guidance_scale=s.guidance_scale, negative_prompt=s.negative_prompt,
                                model_options=self.model.options)
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "DriftConfig":
+    def with_overrides(self, overrides: dict[str, Any]) -> DriftConfig:
         """A copy with dotted-key overrides applied ({'train.iterations': 5}), validated again."""
         data = self.model_dump(mode="json")
         for dotted, value in overrides.items():

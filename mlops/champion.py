@@ -14,9 +14,13 @@ from drift.evaluation.protocol import evaluate_with_config
 PROTOCOL_ID, OWN_TERMS = "protocol.id", "protocol.reward_terms"
 
 
+def _gated(name: str) -> bool:
+    return name in ("alignment", "diversity", "vendi") or name.startswith("reward/")
+
+
 def gated_figures(metrics: dict) -> dict[str, float]:
     """The figures a gate compares: alignment, diversity, Vendi score and each reward term."""
-    return {k: float(v) for k, v in metrics.items() if k in ("alignment", "diversity", "vendi") or k.startswith("reward/")}
+    return {k: float(v) for k, v in metrics.items() if _gated(k)}
 
 
 def version_tags(figures: dict, protocol_id: str, spec: dict) -> dict[str, str]:
@@ -26,7 +30,7 @@ def version_tags(figures: dict, protocol_id: str, spec: dict) -> dict[str, str]:
 
 
 def recorded_figures(version: ModelVersion) -> dict[str, float]:
-    return {k: float(v) for k, v in version.tags.items() if k in ("alignment", "diversity", "vendi") or k.startswith("reward/")}
+    return {k: float(v) for k, v in version.tags.items() if _gated(k)}
 
 
 def figures_under_protocol(tracking_uri: str, version: ModelVersion, cfg, prompts, protocol_id: str) -> dict:

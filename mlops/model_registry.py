@@ -19,7 +19,6 @@ from mlflow.models import Model
 
 from drift.config import SamplerSettings
 from drift.errors import DriftError
-
 from mlops.pyfunc_model import requirements
 
 

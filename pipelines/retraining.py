@@ -30,6 +30,7 @@ def drift_retraining_pipeline(config: dict):
     valid = validate_prompts(prompts, cfg)
     reference, reference_images = sample_reference(cfg, valid, reward_head=head)
     model, trajectory = drift_finetune(cfg, valid, reward_head=head)
-    evaluation, champion, _ = evaluate_model(cfg, valid, model, trajectory, reference, reference_images, reward_head=head)
+    evaluation, champion, _ = evaluate_model(cfg, valid, model, trajectory, reference, reference_images,
+                                             reward_head=head)
     register_model(cfg, valid, model, evaluation, champion, reference, version, reward_head=head,
                    extra_tags={VERSION_TAG: check["version"]})

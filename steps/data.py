@@ -35,7 +35,8 @@ def load_prompts(config: DriftConfig) -> tuple[Annotated[pd.DataFrame, "prompts"
     try:
         table = read_prompts(path, config.data.max_file_mb)
     except DriftError:
-        _keep_report(validate_file(path, config.data.max_file_mb, **rules_from_config(config.data)))  # unreadable: fails with the report
+        # unreadable: fails with the report
+        _keep_report(validate_file(path, config.data.max_file_mb, **rules_from_config(config.data)))
     version = data_version(path)
     log_metadata(metadata={"data_version": version})
     mlflow.set_tags({f"data.{k}": v for k, v in version.items()})

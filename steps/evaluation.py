@@ -13,8 +13,8 @@ import torch
 from mlflow import MlflowClient
 from zenml import step
 
-from drift.config import DriftConfig
 from drift.build import build_parts
+from drift.config import DriftConfig
 from drift.evaluation.protocol import evaluate_with_config, protocol_id, protocol_spec
 from drift.plots import side_by_side, trajectory_plot
 from mlops.artifacts import PipelineArtifact
@@ -42,7 +42,8 @@ def evaluate_model(config: DriftConfig, prompts: pd.DataFrame, model: PipelineAr
     champion = version_by_alias(MlflowClient(), cfg.registry.model_name, "champion")
     champion_eval = None
     if champion is not None:
-        champion_eval = figures_under_protocol(mlflow.get_tracking_uri(), champion, cfg, prompts, metrics["protocol_id"])
+        champion_eval = figures_under_protocol(mlflow.get_tracking_uri(), champion, cfg, prompts,
+                                               metrics["protocol_id"])
         mlflow.log_metrics({f"champion/{k}": v for k, v in champion_eval["figures"].items()})
         mlflow.set_tag("champion.re_evaluated", str(champion_eval["re_evaluated"]))
     with tempfile.TemporaryDirectory() as tmp:

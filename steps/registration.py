@@ -16,15 +16,16 @@ from drift.evaluation.promotion import promotion_decision
 from mlops.artifacts import PipelineArtifact
 from mlops.champion import figures_under_protocol, gated_figures, version_tags
 from mlops.configuration import step_config
-from mlops.pyfunc_model import GENERATOR_CODE, GENERATOR_SIGNATURE
 from mlops.model_registry import compare_and_promote, register_version
+from mlops.pyfunc_model import GENERATOR_CODE, GENERATOR_SIGNATURE
 from mlops.report import run_summary
 
 
 @step(enable_cache=False, experiment_tracker=True)
 def register_model(config: DriftConfig, prompts: pd.DataFrame, model: PipelineArtifact, evaluation: dict,
                    champion_evaluation: Optional[dict], reference_metrics: dict, data_version: dict,
-                   reward_head: Optional[Path] = None, extra_tags: Optional[dict] = None) -> Annotated[dict, "registration"]:
+                   reward_head: Optional[Path] = None,
+                   extra_tags: Optional[dict] = None) -> Annotated[dict, "registration"]:
     cfg = step_config(config, reward_head)
     name = cfg.registry.model_name
     client = MlflowClient()

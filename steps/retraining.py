@@ -8,7 +8,7 @@ from typing import Annotated
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from zenml import get_step_context, log_metadata, save_artifact, step
+from zenml import log_metadata, save_artifact, step
 
 from drift.config import DriftConfig
 from drift.data.preferences import read_pairs
@@ -18,8 +18,8 @@ from drift.errors import DriftError
 from drift.evaluation.promotion import reward_head_decision
 from drift.registry import EMBEDDINGS
 from drift.scoring.preference_head import fit_bradley_terry, heldout_accuracy, load_head, pair_features
-from mlops.pyfunc_model import PREFERENCE_HEAD_CODE
 from mlops.model_registry import register_version, version_by_alias
+from mlops.pyfunc_model import PREFERENCE_HEAD_CODE
 
 VERSION_TAG = "data.preferences_md5"
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from zenml import step
 
-from drift.config import DriftConfig
 from drift.build import build_parts
+from drift.config import DriftConfig
 from drift.evaluation.protocol import evaluate_with_config
 from drift.plots import image_grid
 from mlops.configuration import step_config

@@ -62,7 +62,8 @@ def test_pareto_benchmark_smoke(testbed, tmp_path):
             assert a == pytest.approx(b, rel=1e-3, abs=1e-4), name
     assert "2 workers" in parallel["machine"]
     changed = base.with_overrides({"drift.shaping.weight": 0.5})
-    assert _run_key(bench.run_config(changed, "drift", 5), None, bench) != _run_key(bench.run_config(base, "drift", 5), None, bench)
+    changed_key = _run_key(bench.run_config(changed, "drift", 5), None, bench)
+    assert changed_key != _run_key(bench.run_config(base, "drift", 5), None, bench)
     # a retrained base model at the same path is another run too
     model = tmp_path / "model"
     shutil.copytree(testbed["root"] / "base_model", model)
@@ -138,7 +139,8 @@ def test_prompt_noise_probe_measures_every_form_against_the_clean_prompt(testbed
 
 
 def test_efficiency_benchmark_smoke(testbed, tmp_path):
-    from drift.bench.efficiency import EfficiencyBenchConfig, run_benchmark as run_efficiency
+    from drift.bench.efficiency import EfficiencyBenchConfig
+    from drift.bench.efficiency import run_benchmark as run_efficiency
 
     committed = yaml.safe_load((ROOT / "configs/bench/digits_efficiency.yaml").read_text())
     bench, base = load_bench_config(smoke_config(testbed, tmp_path, committed, 2, timing_repeats=1),

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from drift.method import shaping
-from drift.scoring.diversity import mean_pairwise_cosine_distance, per_group, vendi_score
-from drift.method.prompt_noise import anneal_condition, anneal_weight, perturb
-from drift.method.iteration_schedule import linear_schedule
 from drift.method.advantages import group_advantages
+from drift.method.iteration_schedule import linear_schedule
+from drift.method.prompt_noise import anneal_condition, anneal_weight, perturb
 from drift.method.subset import select_subset, window_subset, zscore_subset
+from drift.scoring.diversity import mean_pairwise_cosine_distance, per_group, vendi_score
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -238,6 +238,7 @@ def test_new_fields_are_validated_naming_the_field(field, value):
 
 def test_retraining_configs_run_the_default_drift():
     import yaml
+
     from tests.conftest import ROOT
 
     section = lambda name: yaml.safe_load((ROOT / "configs" / name).read_text())["parameters"]["config"]  # noqa: E731

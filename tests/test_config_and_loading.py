@@ -34,7 +34,8 @@ def test_errors_name_the_bad_field(patch, field):
 
 def test_zenml_run_config_carries_the_drift_config(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"enable_cache": False, "parameters": {"config": {**BASE, "train": {"iterations": 3}}}}))
+    config = {**BASE, "train": {"iterations": 3}}
+    path.write_text(yaml.safe_dump({"enable_cache": False, "parameters": {"config": config}}))
     assert load_config(path).train.iterations == 3
     assert load_config(path, {"train.iterations": 5}).train.iterations == 5
 

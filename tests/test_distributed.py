@@ -42,8 +42,10 @@ def run_config(tiny_sd15_dir, tmp_path_factory):
 
 
 def _train(config, out, processes, *extra):
-    cmd = (LAUNCH_2 if processes == 2 else [str(BIN / "drift")]) + ["train", "-c", str(config), "--out", str(out), *extra]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    launcher = LAUNCH_2 if processes == 2 else [str(BIN / "drift")]
+    cmd = launcher + ["train", "-c", str(config), "--out", str(out), *extra]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 

@@ -39,6 +39,7 @@ def test_the_data_stage_rebuilds_to_the_locked_outputs(tmp_path):
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["testbed"]
     paths = build_data(tmp_path / "data", params["test_fraction"], params["seed"])
-    locked = {o["path"]: o["md5"] for o in yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["build_data"]["outs"]}
+    stage = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["build_data"]
+    locked = {o["path"]: o["md5"] for o in stage["outs"]}
     assert locked == {"data/prompts.csv": hashlib.md5(paths["prompts"].read_bytes()).hexdigest(),
                       "data/testbed/digits.npz": hashlib.md5(paths["images"].read_bytes()).hexdigest()}

@@ -37,7 +37,7 @@ def test_the_zenml_store_calls_that_mark_orphaned_runs_failed_exist():
     from zenml.models import PipelineRunUpdate, StepRunUpdate
     from zenml.zen_stores.base_zen_store import BaseZenStore
 
-    for name, update in (("update_run", PipelineRunUpdate), ("update_run_step", StepRunUpdate)):
+    for name in ("update_run", "update_run_step"):
         params = list(inspect.signature(getattr(BaseZenStore, name)).parameters)
         assert len(params) == 3 and params[0] == "self", (name, params)
     assert PipelineRunUpdate(status=ExecutionStatus.FAILED, status_reason="gone").status_reason == "gone"

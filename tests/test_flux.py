@@ -162,14 +162,16 @@ def test_saved_model_reloads_with_equal_outputs_and_the_pyfunc_generates(tiny_fl
 
     sampling = tmp_path / "sampling.json"
     sampling.write_text(json.dumps({"num_steps": 2, "noise_level": 0.0, "guidance_scale": 2.0,
-                                    "negative_prompt": "blurry", "model_options": trainer.cfg.model.options.model_dump()}))
+                                    "negative_prompt": "blurry",
+                                    "model_options": trainer.cfg.model.options.model_dump()}))
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         # an experiment of its own: the default one keeps its artifacts under the working directory
         experiment = mlflow.create_experiment("flux-test", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
-            info = mlflow.pyfunc.log_model(name="model", python_model=str(GENERATOR_CODE), signature=GENERATOR_SIGNATURE,
+            info = mlflow.pyfunc.log_model(name="model", python_model=str(GENERATOR_CODE),
+                                           signature=GENERATOR_SIGNATURE,
                                            artifacts={"pipeline": str(tmp_path / "model"), "sampling": str(sampling)},
                                            pip_requirements=requirements())
         out = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"prompt": ["a red cat"], "seed": [3]}))

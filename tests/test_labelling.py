@@ -203,7 +203,8 @@ def test_concurrent_raters_lose_and_duplicate_nothing(browser, served):
     pair = get(f"{url}api/pair")
     assert post(f"{url}api/choice", {"token": pair["token"], "choice": "left", "rater": "bo"})[0] == 400
     assert post(f"{url}api/choice", {"token": pair["token"], "choice": "first", "rater": " "})[0] == 400
-    plain = urllib.request.Request(f"{url}api/choice", b"token=x", {"Content-Type": "application/x-www-form-urlencoded"})
+    plain = urllib.request.Request(f"{url}api/choice", b"token=x",
+                                   {"Content-Type": "application/x-www-form-urlencoded"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(plain, timeout=WAIT)
     assert refused.value.code == 400
@@ -217,8 +218,8 @@ def _register(tiny_sd3_dir, tmp_path) -> str:
     import mlflow
     from mlflow import MlflowClient
 
-    from mlops.pyfunc_model import GENERATOR_CODE
     from mlops.model_registry import register_version
+    from mlops.pyfunc_model import GENERATOR_CODE
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sampling = tmp_path / "sampling.json"

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from drift.data.validation import validate_file
 from tests.conftest import make_zen_env, model_versions, registry, run_pipeline, small_config
 
@@ -93,7 +91,8 @@ def test_pipeline_registers_champion_then_rejects_a_worse_challenger(testbed, ml
     killed = client.search_runs([run.info.experiment_id], "attributes.run_name = 'first-killed'")
     assert [r.info.status for r in killed] == ["FAILED"]
     assert client.get_experiment(run.info.experiment_id).artifact_location.startswith("mlflow-artifacts:")
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/drift-digits-test/{v1.version}", dst_path=str(tmp_path / "v1")))
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/drift-digits-test/{v1.version}",
+                                                     dst_path=str(tmp_path / "v1")))
     assert not list(local.rglob("*.pkl")), "the registered model must load without unpickling"
     assert any((mlflow_server["root"] / "artifacts").rglob("MLmodel"))  # the server holds the files
 

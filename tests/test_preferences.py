@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from drift.data.preferences import bold_strokes_choice, is_held_out, read_pairs
-from drift.scoring.preference_head import fit_bradley_terry, pairwise_accuracy
 from drift.data.validation import validate_preferences
+from drift.scoring.preference_head import fit_bradley_terry, pairwise_accuracy
 
 
 def test_bradley_terry_recovers_a_linear_preference():
@@ -45,7 +45,8 @@ def _pairs(tmp_path, rows):
     return read_pairs(tmp_path / "pairs.csv")
 
 
-GOOD = ["p1", "the number 3", "images/a.png", "images/b.png", "first", "synthetic:bold-strokes-v1", "2026-11-24T01:00:00+00:00"]
+GOOD = ["p1", "the number 3", "images/a.png", "images/b.png", "first", "synthetic:bold-strokes-v1",
+        "2026-11-24T01:00:00+00:00"]
 
 
 @pytest.mark.parametrize("bad_row, failed", [
@@ -74,8 +75,8 @@ def test_valid_preference_file_passes(tmp_path):
 def test_synthetic_batch_saves_the_images_themselves(tiny_sd15_dir, tmp_path):
     from PIL import Image
 
-    from drift.models import load_model
     from drift.data.preferences import synthetic_batch
+    from drift.models import load_model
 
     table = synthetic_batch(load_model(str(tiny_sd15_dir)), ["a cat"], 2, tmp_path, seed=3, num_steps=2)
     assert len(table) == 2 and set(table["choice"]) <= {"first", "second", "tie"}

@@ -18,8 +18,8 @@ CLIP = {"arch": "ViT-S-32", "pretrained": None}
 
 @pytest.fixture(scope="module")
 def rewards():
-    from drift.scoring.rewards import WeightedReward
     from drift.config import RewardTerm
+    from drift.scoring.rewards import WeightedReward
 
     return WeightedReward.from_config([RewardTerm(name="clip_score", weight=1.0, args=CLIP),
                                        RewardTerm(name="aesthetic", weight=0.1, args={**CLIP, "random_head": True})])
@@ -88,8 +88,8 @@ def test_real_model_configs_validate(path):
 
 
 def test_mixed_precision_lora_trains_float32_adapters(tiny_sd15_dir):
-    from drift.scoring.embeddings import pixels
     from drift.models import load_model
+    from drift.scoring.embeddings import pixels
     from drift.scoring.rewards import WeightedReward
     from drift.training.trainer import Trainer
 

@@ -147,7 +147,8 @@ def _parts(source):
 def test_non_finite_reward_stops_before_the_weights_change(tiny_sd15_dir):
     trainer = make_trainer(tiny_sd15_dir, iterations=1)
     before = {k: v.clone() for k, v in trainer.model.denoiser.state_dict().items()}
-    trainer.reward.terms[0] = (trainer.reward.terms[0][0], 1.0, lambda images, prompts: torch.full((len(prompts),), math.nan))
+    trainer.reward.terms[0] = (trainer.reward.terms[0][0], 1.0,
+                               lambda images, prompts: torch.full((len(prompts),), math.nan))
     with pytest.raises(NonFiniteError, match="non-finite reward"):
         trainer.step()
     assert all(torch.equal(v, trainer.model.denoiser.state_dict()[k]) for k, v in before.items())
@@ -230,8 +231,8 @@ def test_kill_9_during_training_and_during_a_checkpoint_write_resume_to_the_same
 
     cfg = make_config(tiny_sd15_dir, iterations=6).with_overrides(
         {"checkpoint.every": 1, "checkpoint.keep_last": 0, "data.prompts": str(tmp_path / "prompts.csv")})
-    (tmp_path / "prompts.csv").write_text("prompt,split\n" + "".join(f"{p},train\n{p} again,eval\n"
-                                                                     for p in ("a red cat", "a blue dog", "a green bird")))
+    rows = "".join(f"{p},train\n{p} again,eval\n" for p in ("a red cat", "a blue dog", "a green bird"))
+    (tmp_path / "prompts.csv").write_text("prompt,split\n" + rows)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     assert _train_cli(path, tmp_path / "full").wait(timeout=600) == 0

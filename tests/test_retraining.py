@@ -6,9 +6,9 @@ import shutil
 
 import pandas as pd
 
-from drift.models import load_model
 from drift.data.preferences import synthetic_batch
 from drift.data.provenance import file_md5
+from drift.models import load_model
 from tests.conftest import model_versions, registry, run_pipeline, small_config
 
 PIPELINE = "pipelines.retraining.drift_retraining_pipeline"

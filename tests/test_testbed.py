@@ -7,13 +7,14 @@ from pathlib import Path
 import torch
 
 from drift.build import build_trainer
-from drift.models import load_model
-from drift.evaluation.matching import matched_comparison
 from drift.data.prompts import read_prompts
+from drift.evaluation.matching import matched_comparison
+from drift.models import load_model
 from drift.testbed.classifier import digit_from_prompt
 from drift.testbed.data import build_data, load_images
 from drift.testbed.pretrain import pretrain
 from tests.conftest import small_config
+
 
 def test_prompt_dataset_has_held_out_phrasings(testbed):
     table = read_prompts(testbed["prompts"])
@@ -63,7 +64,7 @@ def test_grpo_collapses_and_drift_keeps_diversity(testbed):
 
 
 def test_attributes_are_terciles_within_each_digit_and_captions_name_the_chosen_ones():
-    from drift.testbed.attributes import LOW, MIDDLE, HIGH, UNNAMED, attribute_levels, attribute_values, caption
+    from drift.testbed.attributes import HIGH, LOW, MIDDLE, UNNAMED, attribute_levels, attribute_values, caption
     from drift.testbed.data import digit_images
 
     data = digit_images(0.2, 0)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from drift.config import parse_config
-from drift.scoring.embeddings import pixels
 from drift.models import load_model
+from drift.scoring.embeddings import pixels
 from drift.scoring.rewards import WeightedReward
 from drift.training.checkpoints import list_checkpoints
 from drift.training.trainer import Trainer

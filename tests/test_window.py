@@ -115,9 +115,9 @@ def count_denoiser_passes(model):
     seen = {"grad": 0, "no_grad": 0}
     forward = model.forward
 
-    def counting(latents, *args, **kwargs):
+    def counting(denoiser, latents, *args, **kwargs):
         seen["grad" if torch.is_grad_enabled() else "no_grad"] += latents.shape[0]
-        return forward(latents, *args, **kwargs)
+        return forward(denoiser, latents, *args, **kwargs)
 
     model.forward = counting
     return seen

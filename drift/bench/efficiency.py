@@ -34,7 +34,7 @@ from drift.config import DriftConfig
 from drift.evaluation.matching import at_level
 from drift.models.base import T2IModel
 from drift.plots import _pyplot, _save_figure
-from drift.sampling.rollout import sample_generators, expand_groups, rollout
+from drift.sampling.rollout import expand_groups, rollout, sample_generators
 from drift.sampling.window import sde_steps
 
 FPE, SECONDS = "compute/cum_forward_equivalents", "compute/cum_seconds"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-from statistics import fmean
 from itertools import combinations
 from pathlib import Path
+from statistics import fmean
 
 import torch
 
@@ -82,7 +82,8 @@ def markdown(result: dict) -> str:
              f"of different classes {d['rms_other_class']:.2f}.", "",
              "| form | floor | scale | " + " | ".join(METRICS) + " |", "|---" * (3 + len(METRICS)) + "|"]
     for r in result["rows"]:
-        cells = [r["form"], "-" if r["floor"] is None else f"{r['floor']:g}", "-" if r["scale"] is None else f"{r['scale']:g}"]
+        cells = [r["form"], "-" if r["floor"] is None else f"{r['floor']:g}",
+                 "-" if r["scale"] is None else f"{r['scale']:g}"]
         cells += [f"{r[k]:.4f}" if k != "frechet" else f"{r[k]:.1f}" for k in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

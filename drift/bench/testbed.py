@@ -19,11 +19,11 @@ import torch
 
 from drift.build import build_parts, build_trainer
 from drift.config import DriftConfig
-from drift.scoring.diversity import mean_pairwise_cosine_distance
-from drift.evaluation.protocol import evaluate, eval_seeds
 from drift.evaluation.matching import matched_comparison
+from drift.evaluation.protocol import eval_seeds, evaluate
 from drift.plots import save_grid, trajectory_plot
 from drift.sampling.rollout import sample_groups
+from drift.scoring.diversity import mean_pairwise_cosine_distance
 from drift.testbed.attributes import ATTRIBUTES, HIGH, LOW, UNNAMED, attribute_values, caption
 from drift.testbed.classifier import digit_from_prompt, load_classifier
 from drift.testbed.data import load_images
@@ -45,7 +45,8 @@ def base_model_quality(cfg: DriftConfig, parts, images_path: Path, samples_per_p
         real = float(mean_pairwise_cosine_distance(real_feats[labels == d]))
         gen = float(mean_pairwise_cosine_distance(ev.features[digits == d]))
         per_digit.append({"digit": d, "real": real, "generated": gen, "relative_gap": (gen - real) / real})
-    return {"held_out_accuracy": accuracy, "per_digit_diversity": per_digit, "grid": ev.images[::samples_per_prompt // 4 or 1]}
+    return {"held_out_accuracy": accuracy, "per_digit_diversity": per_digit,
+            "grid": ev.images[::samples_per_prompt // 4 or 1]}
 
 
 def attribute_control(cfg: DriftConfig, parts, samples_per_prompt: int = 16) -> list[dict]:
@@ -156,7 +157,8 @@ def report(r: dict) -> str:
         "| target | measured | met |",
         "|---|---|---|",
         f"| pretraining at most 5 min on 2 cores | {r['pretrain']['seconds']:.0f} s "
-        f"({r['pretrain']['steps']} steps of {r['pretrain']['batch_size']}) | {'yes' if r['pretrain']['seconds'] <= 300 else 'no'} |",
+        f"({r['pretrain']['steps']} steps of {r['pretrain']['batch_size']}) | "
+        f"{'yes' if r['pretrain']['seconds'] <= 300 else 'no'} |",
         f"| classifier held-out accuracy at least 97% | {100 * r['classifier_accuracy']:.1f}% | "
         f"{'yes' if r['classifier_accuracy'] >= 0.97 else 'no'} |",
         f"| held-out prompts show the prompted digit at least 90% | {100 * r['held_out_accuracy']:.1f}% | "
@@ -168,7 +170,8 @@ def report(r: dict) -> str:
         f"| attribute words steer the samples: the high word's sample above the low word's in at least 75% of pairs | "
         f"{steering} | "
         f"{'yes' if min(a['high_above_low'] for a in r['attribute_control']) >= 0.75 else 'no'} |",
-        f"| GRPO: reward rises, diversity falls by at least half | reward {g['reward_start']:.2f} -> {g['reward_end']:.2f}, "
+        f"| GRPO: reward rises, diversity falls by at least half | "
+        f"reward {g['reward_start']:.2f} -> {g['reward_end']:.2f}, "
         f"diversity {g['diversity_start']:.4f} -> {g['diversity_end']:.4f} (-{100 * div_drop:.0f}%) | "
         f"{'yes' if g['reward_end'] > g['reward_start'] and div_drop >= 0.5 else 'no'} |",
         f"| DRIFT keeps more diversity at matched reward | {', '.join(f'{100 * x:+.0f}%' for x in gains)} | "
@@ -187,7 +190,8 @@ def report(r: dict) -> str:
         "",
         "| attribute | low word | plain | high word | high above low |",
         "|---|---|---|---|---|",
-        *[f"| {a['attribute']} | {a['low_word']}: {a['low']:.3f} | {a['plain']:.3f} | {a['high_word']}: {a['high']:.3f} | "
+        *[f"| {a['attribute']} | {a['low_word']}: {a['low']:.3f} | {a['plain']:.3f} | "
+          f"{a['high_word']}: {a['high']:.3f} | "
           f"{100 * a['high_above_low']:.0f}% |" for a in r["attribute_control"]],
         "",
         "Diversity at matched alignment (DRIFT against GRPO, first crossing along each trajectory):",

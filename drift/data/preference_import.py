@@ -338,7 +338,7 @@ def commit_import(pairs: list[_Pair], refused: list[Note], skipped: list[Note], 
     report.keep_valid = keep_valid
     if (refused and not keep_valid) or not pairs:
         return report
-    batch = f"{report.kind}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    batch = f"{report.kind}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     with preferences_lock(out):
         # Staged beside the folder (same file system, so the move is a rename) and outside it,
         # so that nothing half-made is ever inside the DVC-tracked data.

@@ -50,7 +50,7 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
 
 def utc_now() -> str:
     """The current time as the timestamp column writes it (ISO 8601, UTC, whole seconds)."""
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 @contextmanager

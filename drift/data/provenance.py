@@ -39,7 +39,8 @@ def dvc_locked_md5(path: str | Path, lock_file: str | Path = "dvc.lock") -> str 
 def git_revision(cwd: str | Path = ".") -> str:
     """HEAD's commit, with '-dirty' when tracked files have uncommitted changes; 'unknown' outside git."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
                                text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from drift.data.prompts import MAX_FILE_MB, REQUIRED_COLUMNS, read_prompts
 from drift.errors import DriftError
 from drift.logs import quiet_great_expectations
-from drift.data.prompts import MAX_FILE_MB, REQUIRED_COLUMNS, read_prompts
 
 EXAMPLES = 5
 
@@ -49,7 +49,8 @@ class ValidationReport:
         lines = [head + " - INVALID"]
         for c in self.failed():
             lines.append(f"  FAILED {c.name}: {c.unexpected_count} offending row(s)")
-            lines += [f"    line {row}: {_clip(value)!r}" if row is not None else f"    {value}" for row, value in c.examples]
+            lines += [f"    line {row}: {_clip(value)!r}" if row is not None else f"    {value}"
+                      for row, value in c.examples]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:

@@ -32,11 +32,13 @@ def promotion_decision(candidate: dict, champion: dict | None, reference: dict, 
     bad = {name: _non_finite(figures) for name, figures in
            (("candidate", candidate), ("reference", reference), ("champion", champion)) if _non_finite(figures)}
     if bad:
-        return False, "not promoted: non-finite figures (" + "; ".join(f"{n}: {', '.join(k)}" for n, k in bad.items()) + ")"
+        listed = "; ".join(f"{n}: {', '.join(k)}" for n, k in bad.items())
+        return False, f"not promoted: non-finite figures ({listed})"
     floor = rule.min_diversity_fraction * reference["diversity"]
     if candidate["diversity"] < floor:
-        return False, (f"not promoted: diversity {candidate['diversity']:.4f} is below {rule.min_diversity_fraction:g} x "
-                       f"the reference's {reference['diversity']:.4f} (= {floor:.4f})")
+        return False, (f"not promoted: diversity {candidate['diversity']:.4f} is below "
+                       f"{rule.min_diversity_fraction:g} x the reference's {reference['diversity']:.4f} "
+                       f"(= {floor:.4f})")
     if champion is None:
         return True, f"promoted: no champion yet; {term_table(candidate, None)}"
     figures = term_table(candidate, champion)

@@ -10,7 +10,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-
 from torch import nn
 
 from drift.config import DriftConfig, SamplerSettings
@@ -62,7 +61,8 @@ def evaluate(model: T2IModel, reward: WeightedReward, embed: Embedding, prompts:
 
 
 def evaluate_with_config(cfg: DriftConfig, model: T2IModel, reward: WeightedReward, embed: Embedding,
-                         eval_prompts: list[str], progress: bool = False, denoiser: nn.Module | None = None) -> Evaluation:
+                         eval_prompts: list[str], progress: bool = False,
+                         denoiser: nn.Module | None = None) -> Evaluation:
     """The run's evaluation protocol: the first eval.num_prompts held-out prompts, eval.samples_per_prompt
     seeded samples each, with the run's evaluation sampler settings. Reference, training checkpoints
     and the final model are all measured this way, so their numbers compare."""

@@ -12,8 +12,15 @@ import torch
 
 from drift.config import DriftConfig, ShapingSection
 from drift.method.iteration_schedule import linear_schedule
-from drift.method.shaping import (dense_shaping_terms, diversity_potential, gate_mask, potential_support,
-                                  returns_to_go, shaping_scale, terminal_bonus)
+from drift.method.shaping import (
+    dense_shaping_terms,
+    diversity_potential,
+    gate_mask,
+    potential_support,
+    returns_to_go,
+    shaping_scale,
+    terminal_bonus,
+)
 from drift.method.subset import select_subset
 
 

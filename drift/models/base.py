@@ -7,8 +7,9 @@ line in ``drift.models.loading.ADAPTERS`` registers it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -51,11 +52,11 @@ class Conditioning:
     def __len__(self) -> int:
         return len(self.embeds)
 
-    def __getitem__(self, index) -> "Conditioning":
+    def __getitem__(self, index) -> Conditioning:
         return replace(self, **{name: _take(getattr(self, name), index) for name in self._present()})
 
     @staticmethod
-    def cat(items: list["Conditioning"]) -> "Conditioning":
+    def cat(items: list[Conditioning]) -> Conditioning:
         def join(values: list[Field]) -> Field:
             return torch.cat(values) if isinstance(values[0], torch.Tensor) else [t for v in values for t in v]
 
@@ -65,7 +66,7 @@ class Conditioning:
         """The present ``CONTENT`` fields by name."""
         return {name: getattr(self, name) for name in self.CONTENT if getattr(self, name) is not None}
 
-    def map_content(self, fn: Callable[..., torch.Tensor], *others: "Conditioning") -> "Conditioning":
+    def map_content(self, fn: Callable[..., torch.Tensor], *others: Conditioning) -> Conditioning:
         """Apply ``fn(tensor, *the same field of others)`` to each present content field: to the batch
         tensor, or to each per-prompt tensor of a list field as a batch of one."""
 
@@ -132,7 +133,8 @@ class T2IModel:
         default_height, default_width = self.default_resolution()
         self.height, self.width = height or default_height, width or default_width
         if self.height % self.resolution_multiple or self.width % self.resolution_multiple:
-            raise ConfigError(f"image size {self.height} x {self.width} is not a multiple of {self.resolution_multiple} "
+            raise ConfigError(f"image size {self.height} x {self.width} is not a multiple of "
+                              f"{self.resolution_multiple} "
                               f"pixels, which {type(self).__name__} needs: set model.height and model.width")
         for module in self._frozen_modules():
             module.requires_grad_(False)
@@ -195,7 +197,8 @@ class T2IModel:
                        uncond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         """The denoiser's (negative, positive) outputs for classifier-free guidance, in float32: one
         pass over both halves stacked."""
-        both = self.forward(denoiser, torch.cat([latents, latents]), torch.cat([t, t]), Conditioning.cat([uncond, cond]))
+        both = self.forward(denoiser, torch.cat([latents, latents]), torch.cat([t, t]),
+                            Conditioning.cat([uncond, cond]))
         out_u, out_c = both.to(torch.float32).chunk(2)
         return out_u, out_c
 

@@ -69,7 +69,8 @@ class FluxModel(T2IModel):
         use_flow_sigmas, shifted with mu = base_shift + (seq_len - base_seq_len) (max_shift -
         base_shift) / (max_seq_len - base_seq_len)."""
         cfg = self.scheduler_config
-        mu = calculate_shift(self.latent_shape[0], cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+        mu = calculate_shift(self.latent_shape[0], cfg.get("base_image_seq_len", 256),
+                             cfg.get("max_image_seq_len", 4096),
                              cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
         if cfg.get("use_flow_sigmas"):
             # not a FlowMatchEulerDiscreteScheduler option: FluxPipeline reads it, the scheduler warns on it

@@ -100,7 +100,8 @@ def build_tiny_sd3(directory: str | Path, seed: int = 0) -> Path:
     tokenizer = tiny_clip_tokenizer(directory / "_tokenizer_src")
     transformer = SD3Transformer2DModel(
         sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
-        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=TEXT_DIM, pooled_projection_dim=2 * TEXT_DIM,
+        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=TEXT_DIM,
+        pooled_projection_dim=2 * TEXT_DIM,
     )
     vae = _tiny_vae()
     vae.register_to_config(shift_factor=0.0609, scaling_factor=1.5035)

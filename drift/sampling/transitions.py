@@ -90,7 +90,8 @@ def flow_sde_step(
     dt = sigma_n - sigma_t
     denom = 1 - torch.where(sigma_t >= 1, sigma_cap, sigma_t)
     std_t = noise_level * torch.sqrt(sigma_t / denom)
-    mean = sample * (1 + std_t**2 * dt / (2 * sigma_t)) + model_output * (1 + std_t**2 * (1 - sigma_t) / (2 * sigma_t)) * dt
+    mean = (sample * (1 + std_t**2 * dt / (2 * sigma_t))
+            + model_output * (1 + std_t**2 * (1 - sigma_t) / (2 * sigma_t)) * dt)
     step_std = std_t * torch.sqrt(-dt)
     prev = _draw_or_take(prev_sample, mean, step_std, generator)
     return StepOutput(prev_sample=prev, log_prob=gaussian_log_prob(prev, mean, step_std), mean=mean, std=step_std)

@@ -105,7 +105,8 @@ def aesthetic(device="cpu", arch: str = "ViT-L-14", pretrained: str | None = "op
         if not path.is_file():
             raise ModelNotFoundError(
                 f"aesthetic head checkpoint not found at '{path}'. Download sac+logos+ava1-l14-linearMSE.pth from the "
-                "LAION improved-aesthetic-predictor release and set the reward's 'head_checkpoint' argument to its path.")
+                "LAION improved-aesthetic-predictor release and set the reward's 'head_checkpoint' argument to "
+                "its path.")
         head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     head = head.to(device).eval().requires_grad_(False)
 
@@ -128,7 +129,8 @@ def pickscore(device="cpu", model: str = "yuvalkirstain/PickScore_v1",
     except (OSError, ValueError) as err:
         raise missing_model("PickScore", f"model '{model}' / processor '{processor}'", err,
                        "Download both where there is network (`hf download ...`) and point the reward's 'model' and "
-                       "'processor' arguments at the local directories, or set HF_HOME to a cache that has them.") from err
+                       "'processor' arguments at the local directories, or set HF_HOME to a cache that has "
+                       "them.") from err
     size = proc.image_processor.crop_size["height"]
     mean, std = proc.image_processor.image_mean, proc.image_processor.image_std
 

@@ -10,8 +10,8 @@ the two sets' Gaussian fits (means and covariances). All in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Hashable
 
 import torch
 

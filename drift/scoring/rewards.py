@@ -19,7 +19,7 @@ class WeightedReward:
         self.terms = terms
 
     @classmethod
-    def from_config(cls, specs: list[RewardTerm], device: str = "cpu") -> "WeightedReward":
+    def from_config(cls, specs: list[RewardTerm], device: str = "cpu") -> WeightedReward:
         return cls([(s.name, s.weight, REWARDS.build(s.name, device=device, **s.args)) for s in specs])
 
     @torch.no_grad()

@@ -31,7 +31,8 @@ class DigitClassifier(nn.Module, PyTorchModelHubMixin):
         self.conv = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
         )
-        self.features_head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * 4 * 4, feature_dim), nn.ReLU())
+        self.features_head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * 4 * 4, feature_dim),
+                                           nn.ReLU())
         self.out = nn.Linear(feature_dim, 10)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

@@ -60,7 +60,8 @@ def build_models(vocab_size: int, text_dim: int = 32) -> tuple[CLIPTextModel, UN
 
 def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, prompts: pd.DataFrame, steps: int,
              batch_size: int = 128, lr: float = 2e-3, ema_decay: float = 0.995, cond_dropout: float = 0.1,
-             seed: int = 0, progress: bool = False, attribute_rate: float = 0.5) -> tuple[StableDiffusionPipeline, dict]:
+             seed: int = 0, progress: bool = False,
+             attribute_rate: float = 0.5) -> tuple[StableDiffusionPipeline, dict]:
     """Flow matching: x_sigma = (1 - sigma) x0 + sigma * n, the UNet predicts v = n - x0 from
     (x_sigma, 1000 * sigma, text); sigma ~ U(0, 1). Each image is captioned with a random training
     phrasing of its digit followed by the words of each of its attributes (drift.testbed.attributes)
@@ -110,7 +111,8 @@ def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, pro
     ema.copy_to(params)
     stats = {"seconds": time.perf_counter() - start, "steps": steps, "batch_size": batch_size,
              "attribute_rate": attribute_rate,
-             "final_loss": float(np.mean(losses[-50:])), "denoiser_parameters": sum(p.numel() for p in unet.parameters())}
+             "final_loss": float(np.mean(losses[-50:])),
+             "denoiser_parameters": sum(p.numel() for p in unet.parameters())}
     pipe = StableDiffusionPipeline(vae=None, text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
                                    scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)

@@ -22,7 +22,7 @@ class Passes:
         """forwards + 2 x backwards."""
         return self.forward + 2 * self.backward
 
-    def __add__(self, other: "Passes") -> "Passes":
+    def __add__(self, other: Passes) -> Passes:
         return Passes(self.forward + other.forward, self.backward + other.backward)
 
     def metrics(self, prefix: str) -> dict[str, int]:

@@ -14,18 +14,23 @@ import contextlib
 import copy
 import random
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from torch import nn
 from diffusers.training_utils import EMAModel, cast_training_params
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict)
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from drift.config import DriftConfig, config_differences
 from drift.errors import ConfigMismatchError, NonFiniteError
@@ -34,8 +39,14 @@ from drift.method.advantages import drift_advantages
 from drift.method.grpo import clipped_policy_loss, mean_kl
 from drift.method.iteration_schedule import linear_schedule
 from drift.models.base import T2IModel
-from drift.sampling.rollout import (PromptNoise, Rollout, condition_noise, conditioning_at, expand_groups,
-                                    rollout_samples)
+from drift.sampling.rollout import (
+    PromptNoise,
+    Rollout,
+    condition_noise,
+    conditioning_at,
+    expand_groups,
+    rollout_samples,
+)
 from drift.sampling.window import sde_steps
 from drift.scoring.diversity import diversity_report
 from drift.scoring.protocols import Embedding
@@ -145,7 +156,8 @@ class Trainer:
 
         self.model.denoiser.requires_grad_(False)
         self.model.denoiser.add_adapter(
-            LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=lora.target_modules, init_lora_weights="gaussian")
+            LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=lora.target_modules,
+                       init_lora_weights="gaussian")
         )
 
     @contextmanager
@@ -195,7 +207,8 @@ class Trainer:
     def sde_step_mask(self) -> torch.Tensor:
         """(T,) bool mask of this iteration's stochastic, trainable steps (the same on every process)."""
         s = self.cfg.sampling
-        return sde_steps(s.sde_window, s.num_steps, self.iteration, _rng(self.cfg.run.seed, self.iteration, WINDOW_STREAM))
+        rng = _rng(self.cfg.run.seed, self.iteration, WINDOW_STREAM)
+        return sde_steps(s.sde_window, s.num_steps, self.iteration, rng)
 
     def collect(self) -> tuple[Rollout, torch.Tensor]:
         """Roll out this process's shard of the iteration's samples; returns it and its indices."""
@@ -229,7 +242,8 @@ class Trainer:
     def predicted_sample_features(self, rolled: Rollout) -> torch.Tensor:
         """Embeddings of the clean samples predicted at steps 1 .. T-1, shape (B, T - 1, D)."""
         x0 = rolled.x0_preds[:, 1:].flatten(0, 1)
-        return self.shaping_embed(self.model.decode(x0)).cpu().reshape(rolled.x0_preds.shape[0], rolled.num_steps - 1, -1)
+        features = self.shaping_embed(self.model.decode(x0)).cpu()
+        return features.reshape(rolled.x0_preds.shape[0], rolled.num_steps - 1, -1)
 
     # -- the update ------------------------------------------------------------------------------
     def recompute_transition(self, rolled: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise,
@@ -245,13 +259,15 @@ class Trainer:
                                  denoiser=self.policy if denoiser is None else denoiser)
         return schedule.step(i, out, x, s.noise_level, prev_sample=rolled.latents[samples, i + 1])
 
-    def reference_kl(self, rolled: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise, transition) -> torch.Tensor:
+    def reference_kl(self, rolled: Rollout, schedule, samples: torch.Tensor, i: int, cond_noise,
+                     transition) -> torch.Tensor:
         """Per-sample KL between the policy's and the reference policy's step distributions (B,)."""
         with torch.no_grad(), self.reference_policy() as reference_module:
             reference = self.recompute_transition(rolled, schedule, samples, i, cond_noise, reference_module)
         return mean_kl(transition.mean, reference.mean, transition.std)
 
-    def micro_batches(self, kept: torch.Tensor, trainable: torch.Tensor, epoch: int) -> list[tuple[torch.Tensor, list[int]]]:
+    def micro_batches(self, kept: torch.Tensor, trainable: torch.Tensor,
+                      epoch: int) -> list[tuple[torch.Tensor, list[int]]]:
         """The whole batch's kept samples (global indices) in a seeded random order, in micro-batches,
         each with the timesteps it trains on, drawn from the ``trainable`` ones (T,): train.trained_steps
         of them, or max(1, round(timestep_fraction * trainable)). Every process draws the same plan, and
@@ -282,7 +298,9 @@ class Trainer:
         share = float(world)
         if len(samples) == 0:
             samples, share = torch.zeros(1, dtype=torch.long), 0.0
-        cond_noise = condition_noise(rolled.cond[samples], rolled.seeds[samples]) if rolled.prompt_noise is not None else None
+        cond_noise = None
+        if rolled.prompt_noise is not None:
+            cond_noise = condition_noise(rolled.cond[samples], rolled.seeds[samples])
         for k, i in enumerate(timesteps):
             last = sync and k == len(timesteps) - 1
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
@@ -292,7 +310,8 @@ class Trainer:
                 policy_loss = losses.sum() / len(batch) * share
                 kl_penalty = None
                 if train.kl_coef > 0:
-                    kl_penalty = self.reference_kl(rolled, schedule, samples, i, cond_noise, transition).sum() / len(batch) * share
+                    kl = self.reference_kl(rolled, schedule, samples, i, cond_noise, transition)
+                    kl_penalty = kl.sum() / len(batch) * share
                 loss = policy_loss if kl_penalty is None else policy_loss + train.kl_coef * kl_penalty
                 ensure_finite("loss", loss.detach())
                 self.accelerator.backward(loss / (len(timesteps) * train.grad_accum))
@@ -411,7 +430,8 @@ class Trainer:
         emit = callback if callback is not None and dist.is_main() else (lambda metrics, it: None)
         if self.eval_prompts and not self.trajectory:
             emit({f"eval/{k}": v for k, v in self.record_evaluation().items()}, self.iteration)
-        bar = tqdm(total=total, initial=self.iteration, desc="DRIFT", disable=None if progress and dist.is_main() else True)
+        bar = tqdm(total=total, initial=self.iteration, desc="DRIFT",
+                   disable=None if progress and dist.is_main() else True)
         while self.iteration < total:
             metrics = self.step()
             bar.update(1)
