@@ -371,7 +371,8 @@ class Trainer:
         advantages, kept = drift_advantages(batch.rewards, batch.shaping_features, batch.step_features, self.cfg,
                                             rolled.num_steps, self.iteration)
         ensure_finite("advantages", advantages)
-        metrics, plan = self.update(rolled, advantages[local], kept, local)
+        # the advantages come from gathered CPU tensors; the loss is taken where the log-probs are
+        metrics, plan = self.update(rolled, advantages[local].to(rolled.log_probs.device), kept, local)
         t2 = time.perf_counter()
         passes = self.iteration_passes(plan)
         self.compute.add_iteration(passes, t2 - t0)
