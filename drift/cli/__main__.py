@@ -1,4 +1,5 @@
-"""``python -m drift.cli``: the library's commands (``accelerate launch -m drift.cli train ...`` starts each process here)."""
+"""``python -m drift.cli``: the library's commands; ``accelerate launch -m drift.cli train ...`` starts each
+process here."""
 
 import sys
 

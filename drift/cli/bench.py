@@ -85,13 +85,13 @@ def prompt_noise(
         parser=_scale, metavar="S", help="noise scales s to probe, one or more: --scales 0.5 1 2 "
         "(default: 0.25 0.5 1.0 2.0)")] = None,
 ) -> None:
-    from drift.bench import prompt_noise as benchmark
-
     # --scales takes one or more values, as it did under argparse (nargs="+"); a click option takes
     # one, so the values after the first arrive as the command's extra arguments.
     if ctx.args and not scales:
         ctx.fail(f"Got unexpected extra arguments ({' '.join(ctx.args)})")
     scales = [*(scales or [0.25, 0.5, 1.0, 2.0]), *map(_scale, ctx.args)]
+    from drift.bench import prompt_noise as benchmark
+
     result = benchmark.run(run_config(config, overrides), out, scales)
     print(benchmark.markdown(result))
     print(f"finished in {result['wall_seconds']:.0f} s; outputs in {out}")

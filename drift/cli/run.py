@@ -25,11 +25,11 @@ def train(
         "--allow-config-change",
         help="resume even though the configuration differs from the checkpoint's (beyond train.iterations)")] = False,
 ) -> None:
+    cfg = run_config(config, overrides)  # first: a mistake in it is reported before torch loads
     from accelerate import PartialState
 
     from drift.training.run import run_training
 
-    cfg = run_config(config, overrides)
     # Under `accelerate launch` this joins the process group; each process then trains a shard of
     # every iteration's samples on its own device (or, with run.device: cpu, the CPU).
     state = PartialState(cpu=cfg.run.device == "cpu")
@@ -46,7 +46,8 @@ def train(
     trainer = run.trainer
     (out / "trajectory.json").write_text(json.dumps(trainer.trajectory, indent=2))
     trainer.save_model(out / "model")
-    print(f"trained {trainer.iteration} iterations; model in {out / 'model'}; final evaluation {trainer.trajectory[-1]}")
+    print(f"trained {trainer.iteration} iterations; model in {out / 'model'}; "
+          f"final evaluation {trainer.trajectory[-1]}")
 
 
 @app.command(short_help="sample images, score them and save a grid")
