@@ -23,7 +23,7 @@ HiddenOverrides = Annotated[list[Override] | None, overrides_option("override a 
 
 @app.command("validate-prompts", short_help="check a prompt CSV (Great Expectations); exit 1 if invalid")
 def validate_prompts(
-    path: Annotated[Path, typer.Argument(help="CSV with columns prompt and split", show_default=False)],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="CSV with columns prompt and split", show_default=False)],
     config: Annotated[Path | None, config_option(
         "take the rules (lengths, splits, minimum rows) from this run config")] = None,
     overrides: HiddenOverrides = None,
@@ -44,7 +44,8 @@ def validate_prompts(
 
 @app.command("validate-preferences", short_help="check a preference pairs CSV; exit 1 if invalid")
 def validate_preferences(
-    path: Annotated[Path, typer.Argument(help="pairs.csv (image paths relative to its directory)", show_default=False)],
+    path: Annotated[Path, typer.Argument(
+        metavar="PATH", help="pairs.csv (image paths relative to its directory)", show_default=False)],
 ) -> None:
     from drift.data.preferences import read_pairs
     from drift.data.validation import validate_preferences
@@ -88,8 +89,9 @@ def add(
 @preferences.command("import", short_help="import a Label Studio pairwise export or a pick-one-of-N choice log")
 def import_(
     path: Annotated[Path, typer.Argument(
+        metavar="PATH", show_default=False,
         help="Label Studio JSON export (.json) or choice log (.csv with prompt, images separated by '|', "
-             "chosen[, annotator, timestamp]; or .jsonl with the same keys)", show_default=False)],
+             "chosen[, annotator, timestamp]; or .jsonl with the same keys)")],
     images: Annotated[Path | None, typer.Option(
         help="folder the image references are resolved against (default: the file's folder)")] = None,
     out: Annotated[Path | None, typer.Option(
