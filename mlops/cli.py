@@ -1,5 +1,6 @@
 """The installed ``drift`` console script: the library's commands (drift.cli) plus the ones that
-record to MLflow, which the library itself never imports."""
+record to MLflow, which the library itself never imports: `drift label`, and MLflow tracking for the
+Pareto and efficiency benchmarks."""
 
 from __future__ import annotations
 
@@ -7,38 +8,70 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from drift import cli
+from drift.cli.options import Config, Overrides, run_config
 from drift.errors import DriftError
 
 
-def _bench_tracker(args, experiment: str):
-    """The MLflow tracker of a benchmark (None with --no-mlflow)."""
-    if args.no_mlflow:
+def mlflow_tracking(
+    out: Path,
+    benchmark: str,
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or OUT/mlflow.db)")] = None,
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="do not log to MLflow")] = False,
+):
+    """The MLflow tracker of a benchmark (None with --no-mlflow): drift.cli.bench.Tracking."""
+    if no_mlflow:
         return None
     from mlops.tracking import MlflowTracker
 
-    out = Path(args.out)
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    experiment = f"drift-{benchmark}-benchmark"
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
     out.mkdir(parents=True, exist_ok=True)
     print(f"MLflow: {uri} (experiment {experiment})")
     return MlflowTracker(uri, experiment, out / "mlartifacts")
-
-
-def cmd_bench_pareto(args) -> int:
-    return cli.cmd_bench_pareto(args, _bench_tracker(args, "drift-pareto-benchmark"))
-
-
-def cmd_bench_efficiency(args) -> int:
-    return cli.cmd_bench_efficiency(args, _bench_tracker(args, "drift-efficiency-benchmark"))
 
 
 def _stop(signum, frame):
     raise KeyboardInterrupt
 
 
-def cmd_label(args) -> int:
-    """Serve the labelling page until Ctrl-C (or SIGTERM), then `dvc add` the preference data."""
+commands = typer.Typer()
+
+
+@commands.command(short_help="serve a local page where raters choose between two generated images")
+def label(
+    config: Config,
+    overrides: Overrides = None,
+    version: Annotated[str | None, typer.Option(help="registered version to draw from")] = None,
+    alias: Annotated[str | None, typer.Option(help="registered alias to draw from (default: champion)")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="a local pipeline directory instead of the registry (e.g. .state/runs/digits/model from drift train)")
+    ] = None,
+    model_name: Annotated[str | None, typer.Option(
+        help="registered model name (default: the config's registry.model_name)")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI, else the local stack's)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="preference folder (default: the config's preferences.pairs folder, else data/preferences)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on (default: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: any free one)")] = 8750,
+    seed: Annotated[int | None, typer.Option(
+        help="seed of the prompt and image-seed draws (default: random)")] = None,
+    no_dvc: Annotated[bool, typer.Option("--no-dvc", help="do not run dvc add on exit")] = False,
+) -> None:
+    """Serve a page on which raters compare two images the generator draws for a prompt of the config's
+    prompt set (training split) and record first, second or tie in the preference data. By default the
+    generator is the registered model's champion. Ctrl-C (or SIGTERM) stops it, then `dvc add` versions
+    the preference data."""
+    chosen = [flag for flag, value in (("--version", version), ("--alias", alias), ("--model", model))
+              if value is not None]
+    if len(chosen) > 1:
+        raise typer.BadParameter(f"not allowed with {chosen[0]}", param_hint=f"'{chosen[1]}'")
     import tempfile
 
     from drift.build import check_device
@@ -49,28 +82,28 @@ def cmd_label(args) -> int:
     from mlops.labelling.server import LabelServer
     from mlops.labelling.session import LabelSession, dvc_add
 
-    cfg = cli._config(args)
-    out = Path(args.out) if args.out else (cfg.preferences or PreferenceSection()).pairs.parent
+    cfg = run_config(config, overrides)
+    out = out or (cfg.preferences or PreferenceSection()).pairs.parent
     prompts = split_prompts(read_prompts(cfg.data.prompts), cfg.data.train_split)
     device = check_device(cfg.run.device)
     with tempfile.TemporaryDirectory(prefix="drift-label-") as tmp:
-        if args.model:
-            generator = from_directory(args.model, cfg.sampler(evaluation=True), cfg.model.family, device)
+        if model:
+            generator = from_directory(model, cfg.sampler(evaluation=True), cfg.model.family, device)
         else:
-            uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
             if not uri:
                 from mlops.stack import default_state_dir, ensure_stack
 
                 uri = ensure_stack(default_state_dir())
-            generator = from_registry(args.model_name or cfg.registry.model_name, uri, tmp, args.version, args.alias,
-                                      cfg.model.family, device)
+            generator = from_registry(model_name or cfg.registry.model_name, uri, tmp, version,
+                                      alias or "champion", cfg.model.family, device)
         try:
-            server = LabelServer(LabelSession(generator, prompts, out, args.seed), args.host, args.port)
+            server = LabelServer(LabelSession(generator, prompts, out, seed), host, port)
         except OSError as err:
-            raise DriftError(f"cannot serve on {args.host}:{args.port} ({err.strerror}): pass another --port") from None
+            raise DriftError(f"cannot serve on {host}:{port} ({err.strerror}): pass another --port") from None
         print(f"labelling page: {server.url}\n  model {generator.describe()}, {len(prompts)} prompts "
               f"({cfg.data.prompts}, split {cfg.data.train_split}); choices go to {out / PAIRS_FILE}\n"
-              f"  Ctrl-C stops it{'' if args.no_dvc else ' and runs dvc add ' + str(out)}", flush=True)
+              f"  Ctrl-C stops it{'' if no_dvc else ' and runs dvc add ' + str(out)}", flush=True)
         for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job may have it ignored
             signal.signal(sig, _stop)
         try:
@@ -79,46 +112,15 @@ def cmd_label(args) -> int:
             print("stopping the labelling page")
         finally:
             server.server_close()
-    if not args.no_dvc:
+    if not no_dvc:
         print(dvc_add(out)[1])
-    return 0
 
 
-def add_label_command(sub, with_config) -> None:
-    p = with_config(sub.add_parser(
-        "label", help="serve a local page where raters choose between two generated images",
-        description="Serve a page on which raters compare two images the generator draws for a prompt of the "
-        "config's prompt set (training split) and record first, second or tie in the preference data. By "
-        "default the generator is the registered model's champion."))
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--version", help="registered version to draw from")
-    which.add_argument("--alias", default="champion", help="registered alias to draw from (default: champion)")
-    which.add_argument("--model", help="a local pipeline directory instead of the registry "
-                       "(e.g. .state/runs/digits/model from drift train)")
-    p.add_argument("--model-name", help="registered model name (default: the config's registry.model_name)")
-    p.add_argument("--tracking-uri", help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI, "
-                   "else the local stack's)")
-    p.add_argument("--out", help="preference folder (default: the config's preferences.pairs folder, "
-                   "else data/preferences)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    p.add_argument("--port", type=int, default=8750, help="port (0: any free one)")
-    p.add_argument("--seed", type=int, help="seed of the prompt and image-seed draws (default: random)")
-    p.add_argument("--no-dvc", action="store_true", help="do not run dvc add on exit")
-    p.set_defaults(handler=cmd_label)
-
-
-def build_parser():
-    parser, commands = cli.build_parser(extra=[add_label_command])
-    for name, handler in (("bench pareto", cmd_bench_pareto), ("bench efficiency", cmd_bench_efficiency)):
-        p = commands[name]
-        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or OUT/mlflow.db)")
-        p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-        p.set_defaults(handler=handler)
-    return parser, commands
+app = cli.build_app(commands, tracking=mlflow_tracking)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run(build_parser()[0], argv)
+    return cli.main(argv, app)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def test_drift_console_script_help():
     bin_dir = __import__("pathlib").Path(sys.executable).parent
     result = subprocess.run([str(bin_dir / "drift"), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
-    assert "usage: drift" in result.stdout
+    assert "Usage: drift" in result.stdout
 
 
 def test_the_zenml_store_calls_that_mark_orphaned_runs_failed_exist():

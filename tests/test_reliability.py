@@ -198,10 +198,10 @@ def test_prompt_inputs(tmp_path):
     (["bench", "pareto", "-c", "configs/bench/digits_pareto.yaml", "--out", "x", "--workers", "0"], "at least 1"),
 ])
 def test_command_line_counts_and_image_paths_are_checked_before_any_work(argv, message, capsys):
-    from drift.cli import build_parser
+    from drift.cli import app
 
     with pytest.raises(SystemExit) as exit_:
-        build_parser()[0].parse_args(argv)
+        app(argv, prog_name="drift")
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
