@@ -224,6 +224,16 @@ def cmd_bench_prompt_noise(args) -> int:
     return 0
 
 
+def cmd_bench_gpu(args) -> int:
+    from drift.bench import gpu
+
+    result = gpu.run(args.out, args.model, args.phase, args.scale, args.device, args.resolution, args.repeats,
+                     args.fit_seconds, args.max_micro_batch)
+    print(gpu.markdown(result))
+    print(f"finished in {result['wall_seconds']:.0f} s; outputs in {args.out} (bench_gpu.json, bench_gpu.md)")
+    return 0
+
+
 def cmd_bench_pareto(args, tracker=None) -> int:
     """The benchmark; ``tracker`` (mlops.tracking.MlflowTracker from the console script) records it."""
     from drift.bench.pareto import load_bench_config, parse_seeds, run_benchmark
@@ -336,6 +346,31 @@ def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.
     p.add_argument("--out", default="docs/prompt_noise")
     p.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0], help="noise scales s to probe")
     p.set_defaults(handler=cmd_bench_prompt_noise)
+
+    p = bsub.add_parser("gpu", help="time and memory of SD 3.5 Medium and FLUX.1-dev training steps at full size "
+                        "with random weights (--scale tiny: the same code small, on the CPU)",
+                        description="Builds each model from its published architecture (configs/gpu/*.json) with "
+                        "random weights and runs its shipped run configuration at 512 px on one prompt group: the "
+                        "rollout with log-probabilities against diffusers' pipeline call, the update, and the largest "
+                        "update micro-batch that fits. Writes bench_gpu.json and bench_gpu.md to --out. "
+                        "Runs without installing the project: PYTHONPATH=. python3 -m drift.cli bench gpu ...")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--model", action="append", choices=["sd35m", "flux-dev"], help="only this model (repeatable; "
+                   "default both)")
+    p.add_argument("--phase", action="append", choices=["rollout", "update", "fit"],
+                   help="only this phase (repeatable; default all; update and fit roll out once, untimed, without "
+                        "rollout)")
+    p.add_argument("--scale", choices=["full", "tiny"], default="full",
+                   help="full: the published sizes (default, on cuda); tiny: small architectures (on the CPU)")
+    p.add_argument("--device", help="torch device (default: cuda at full scale, cpu at tiny)")
+    p.add_argument("--resolution", type=_positive_int, help="image size in pixels (default 512 at full scale)")
+    p.add_argument("--repeats", type=_positive_int, default=1,
+                   help="timed rounds of rollout and pipeline call after a warm-up round (default 1)")
+    p.add_argument("--fit-seconds", type=float, default=60.0,
+                   help="time the micro-batch search may take per model (default 60)")
+    p.add_argument("--max-micro-batch", type=_positive_int,
+                   help="largest micro-batch the search tries (default 1024 on a GPU, twice the shipped one on the CPU)")
+    p.set_defaults(handler=cmd_bench_gpu)
 
     p = bsub.add_parser("pareto", help="DRIFT vs GRPO baselines and ablations at matched alignment/diversity")
     p.add_argument("-c", "--config", required=True, help="benchmark configuration (configs/bench/*.yaml)")
