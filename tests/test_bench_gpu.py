@@ -54,7 +54,7 @@ def test_tiny_scale_runs_every_phase_from_the_source_tree_without_the_mlops_stac
         assert up["grad_norm"] > 0 and up["seconds_per_sample_step"] > 0
         assert fit["stopped"] == "limit" and fit["largest_fitting"] == 4
         assert [p["micro_batch"] for p in fit["probes"]][0] == cfg.train.micro_batch
-        assert r["parameters"]["text_encoders_built"] < r["parameters"]["text_encoders_published_depth"]
+        assert r["parameters"]["text_encoders_built"] < r["parameters"]["text_encoders_published"]
     table = (tmp_path / "bench_gpu.md").read_text()
     assert "| | SD 3.5 Medium | FLUX.1-dev |" in table and "rollout / pipeline" in table
     assert table in out.stdout

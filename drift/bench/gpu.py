@@ -90,21 +90,23 @@ def build_model(arch: dict, cfg: DriftConfig, text_encoder_layers: int | None) -
                          **cfg.model.adapter_options())
 
 
-def parameter_counts(model: T2IModel, arch: dict) -> dict[str, int]:
+def parameter_counts(model: T2IModel, arch: dict) -> dict[str, float]:
     """Parameters of the denoiser without its LoRA adapters, the trained ones (the adapters, once
-    the trainer added them), the VAE, and the text encoders as built and at their configs' depth
-    (counted on the meta device)."""
-    text = [n for n in ("text_encoder", "text_encoder_2", "text_encoder_3") if getattr(model.pipe, n, None) is not None]
-    with tempfile.TemporaryDirectory() as tokenizer_dir:
-        published = random_pipeline(arch, tokenizer_dir, "meta")
-
+    the trainer added them), the VAE, and the text encoders as built and as published (their
+    configs' depth and vocabulary, counted on the meta device), with the weight memory the
+    published ones would add in the model's dtype."""
     def count(module) -> int:
         return sum(p.numel() for p in module.parameters())
 
+    encoders = {n: getattr(model.pipe, n) for n in ("text_encoder", "text_encoder_2", "text_encoder_3")
+                if getattr(model.pipe, n, None) is not None}
+    with torch.device("meta"):
+        published = sum(count(type(e)(type(e.config)(**arch[n]))) for n, e in encoders.items())
+    built = sum(count(e) for e in encoders.values())
     trained = sum(p.numel() for p in model.trainable_parameters())
-    return {"denoiser": count(model.denoiser) - trained, "trained": trained,
-            "vae": count(model.vae), "text_encoders_built": sum(count(getattr(model.pipe, n)) for n in text),
-            "text_encoders_published_depth": sum(count(getattr(published, n)) for n in text)}
+    return {"denoiser": count(model.denoiser) - trained, "trained": trained, "vae": count(model.vae),
+            "text_encoders_built": built, "text_encoders_published": published,
+            "text_encoder_weights_not_built_gib": (published - built) * model.dtype.itemsize / GIB}
 
 
 def stand_in_reward(images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -474,8 +476,10 @@ def _rows(r: dict, on_cuda: bool) -> list[tuple[str, str]]:
     rows = [
         ("denoiser parameters (random weights)", _count(p["denoiser"])),
         (f"trained parameters (LoRA rank {s['lora_rank']})", _count(p["trained"])),
-        ("text encoders' parameters: built / at published depth",
-         f"{_count(p['text_encoders_built'])} / {_count(p['text_encoders_published_depth'])}"),
+        ("text encoders' parameters: built / published",
+         f"{_count(p['text_encoders_built'])} / {_count(p['text_encoders_published'])}"),
+        ("weights of the published text encoders not built (add to memory)",
+         _num(p["text_encoder_weights_not_built_gib"], ".2f", " GiB")),
         ("resolution, dtype", f"{s['resolution']} px, {s['dtype']}"),
     ]
     ro = r["rollout"]
@@ -496,7 +500,7 @@ def _rows(r: dict, on_cuda: bool) -> list[tuple[str, str]]:
             ("update, s per trained sample-step (warm; first)",
              f"{_num(up['seconds_per_sample_step'], '.4f')}; {_num(up['first_seconds_per_sample_step'], '.4f')}"),
             ("update peak memory", mem(up["peak_memory_gib"])),
-            ("first update: max |ratio - 1|", _num(up["ratio_max_abs_dev"], ".2e")),
+            (r"first update: largest \|ratio - 1\|", _num(up["ratio_max_abs_dev"], ".2e")),
             ("first update: gradient norm", _num(up["grad_norm"], ".3g")),
         ]
     fit = r["fit"]
