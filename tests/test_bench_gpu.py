@@ -109,7 +109,7 @@ def test_search_goes_to_the_memory_extrapolation_and_stops_within_an_eighth():
     # peak = 2 + 0.5 m GiB: with 100 GiB, m = 196 fits; 95% of it extrapolates to m = 186.
     calls = []
     r = search_largest(_probe(196, calls=calls), start=4, limit=4096, capacity=100.0)
-    assert calls[:3] == [4, 8, 186] and len(calls) == 4
+    assert calls[:3] == [4, 8, 186] and len(calls) == 4 and r["extrapolated"] == 186
     assert r["largest_fitting"] <= 196 < r["smallest_failing"]
 
 
@@ -122,6 +122,8 @@ def test_search_reports_nothing_fits_the_limit_and_the_time_budget():
     calls = []
     r = search_largest(_probe(100, calls=calls), start=4, limit=4096, affordable=lambda m: m < 20)
     assert (r["stopped"], r["largest_fitting"], calls) == ("time budget", 16, [4, 8, 16])
+    r = search_largest(_probe(196), start=4, limit=4096, capacity=100.0, affordable=lambda m: m < 20)
+    assert (r["stopped"], r["largest_fitting"], r["extrapolated"]) == ("time budget", 8, 186)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -255,8 +255,8 @@ def search_largest(probe: Callable[[int], tuple[bool, float | None]], start: int
     up while they fit (down while they fail), doubling the step each time. Between a fitting and a
     failing size, bisection; the search ends when they are within an eighth of each other. Each probe is first offered to ``affordable(m)``;
     the search stops when it declines. Returns the largest fitting and smallest failing sizes
-    seen (None: none), every probe, and why it stopped."""
-    lo = hi = None
+    seen (None: none), the extrapolated size (None: not reached), every probe, and why it stopped."""
+    lo = hi = extrapolated = None
     probes, guessed, step = [], False, 0
     m, stopped = max(1, min(start, limit)), "bracketed"
     while True:
@@ -278,6 +278,7 @@ def search_largest(probe: Callable[[int], tuple[bool, float | None]], start: int
         if lo is not None and hi is not None and hi - lo <= max(1, lo // 8):
             break
         guess = None if guessed else _extrapolate(probes, capacity)
+        extrapolated = extrapolated if guess is None else guess
         if guess is not None and guess > lo and (hi is None or guess < hi):
             guessed, step, following = True, max(1, guess // 8), guess
         elif guessed:
@@ -292,7 +293,8 @@ def search_largest(probe: Callable[[int], tuple[bool, float | None]], start: int
         if lo is not None and hi is not None and not lo < following < hi:
             following = (lo + hi) // 2
         m = min(following, limit)
-    return {"largest_fitting": lo, "smallest_failing": hi, "limit": limit, "stopped": stopped, "probes": probes}
+    return {"largest_fitting": lo, "smallest_failing": hi, "limit": limit, "stopped": stopped,
+            "extrapolated": extrapolated, "probes": probes}
 
 
 def _extrapolate(probes: list[dict], capacity: float | None) -> int | None:
@@ -449,10 +451,11 @@ def run(out: str | Path, models: list[str] | None = None, phases: list[str] | No
     for name in models or list(MODELS):
         result["models"][name] = bench_model(name, scale, device, resolution, tuple(phases or PHASES), repeats,
                                              fit_seconds, max_micro_batch, say)
-    result["wall_seconds"] = time.perf_counter() - started
-    result["max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
-    (out / "bench_gpu.json").write_text(json.dumps(result, indent=2))
-    (out / "bench_gpu.md").write_text(markdown(result))
+        # after each model, so that a run stopped by a time limit keeps the models it finished
+        result["wall_seconds"] = time.perf_counter() - started
+        result["max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+        (out / "bench_gpu.json").write_text(json.dumps(result, indent=2))
+        (out / "bench_gpu.md").write_text(markdown(result))
     return result
 
 
@@ -510,6 +513,8 @@ def _rows(r: dict, on_cuda: bool) -> list[tuple[str, str]]:
             text += f" ({fit['smallest_failing']} does not)"
         elif fit["stopped"] != "bracketed":
             text += f" (search stopped: {fit['stopped']})"
+        if fit["extrapolated"] is not None and fit["smallest_failing"] is None:
+            text += f"; peaks extrapolate to {fit['extrapolated']}"
         rows.append(("largest update micro-batch that fits", text))
     return rows
 
