@@ -46,6 +46,7 @@ def test_tiny_scale_runs_every_phase_from_the_source_tree_without_the_mlops_stac
         assert (ro["images"], ro["steps"], ro["batch_size"]) == (cfg.sampling.group_size, cfg.sampling.num_steps,
                                                                  cfg.sampling.batch_size)
         assert ro["seconds"] > 0 and ro["pipeline_seconds"] > 0 and math.isfinite(ro["ratio_to_pipeline"])
+        assert r["out_of_memory"] is None
         assert ro["peak_memory_gib"] is None and up["peak_memory_gib"] is None  # not measured on the CPU
         # the shipped LoRA, micro-batch and SDE window: every kept sample trained on the window's steps
         assert r["parameters"]["trained"] > 0 and up["micro_batch"] == cfg.train.micro_batch

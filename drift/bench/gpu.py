@@ -138,6 +138,11 @@ def _peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None
 
 
+def _allocated_gib(device: torch.device) -> float | None:
+    """Memory allocated by torch on the device now; None off CUDA."""
+    return torch.cuda.memory_allocated(device) / GIB if device.type == "cuda" else None
+
+
 def _free(device: torch.device) -> None:
     """Give freed device memory back (after an out-of-memory error its tensors may wait for the
     garbage collector); nothing to do on the CPU."""
@@ -253,9 +258,10 @@ def search_largest(probe: Callable[[int], tuple[bool, float | None]], start: int
     memory the probes may use), once two sizes have fitted the next one is where their peaks
     extrapolate to (linear in m, 5% kept free), and from that guess sizes move by an eighth of it
     up while they fit (down while they fail), doubling the step each time. Between a fitting and a
-    failing size, bisection; the search ends when they are within an eighth of each other. Each probe is first offered to ``affordable(m)``;
-    the search stops when it declines. Returns the largest fitting and smallest failing sizes
-    seen (None: none), the extrapolated size (None: not reached), every probe, and why it stopped."""
+    failing size, bisection; the search ends when they are within an eighth of each other. Each
+    probe is first offered to ``affordable(m)``; the search stops when it declines. Returns the
+    largest fitting and smallest failing sizes seen (None: none), the extrapolated size (None: not
+    reached), every probe, and why it stopped."""
     lo = hi = extrapolated = None
     probes, guessed, step = [], False, 0
     m, stopped = max(1, min(start, limit)), "bracketed"
@@ -367,11 +373,13 @@ def bench_model(name: str, scale: str, device: str, resolution: int | None, phas
     progress(f"{name}: building ({scale})")
     model, build_seconds, _ = timed(lambda: build_model(level["architecture"], cfg, spec["text_encoder_layers"]),
                                     torch.device(device))
+    weights = _allocated_gib(model.device)
     trainer = Trainer(cfg, model, stand_in_reward, stand_in_embedding, PROMPTS)
     result = {"title": TITLES[name], "architecture": MODELS[name], "run_config": spec["run_config"],
               "text_encoder_layers": spec["text_encoder_layers"], "build_seconds": build_seconds,
-              "parameters": parameter_counts(model, level["architecture"]), "settings": settings_of(cfg),
-              "rollout": None, "update": None, "fit": None}
+              "weights_gib": weights, "parameters": parameter_counts(model, level["architecture"]),
+              "settings": settings_of(cfg), "rollout": None, "update": None, "fit": None, "out_of_memory": None}
+    phase = "rollout"
     try:
         if "rollout" in phases:
             progress(f"{name}: rollout against the pipeline call")
@@ -382,12 +390,18 @@ def bench_model(name: str, scale: str, device: str, resolution: int | None, phas
         if "update" in phases or "fit" in phases:
             advantages, kept = advantages_of(trainer, rollout)
         if "update" in phases:
+            phase = "update"
             progress(f"{name}: update")
             result["update"] = update_phase(trainer, rollout, mine, advantages, kept)
         if "fit" in phases:
+            phase = "fit"
             progress(f"{name}: largest micro-batch")
             limit = max_micro_batch or (2 * cfg.train.micro_batch if model.device.type == "cpu" else 1024)
             result["fit"] = fit_phase(trainer, rollout, mine, advantages, limit, fit_seconds)
+    except torch.OutOfMemoryError as err:
+        # an outcome to report, not a failure of the benchmark: the next model still runs
+        result["out_of_memory"] = {"phase": phase, "message": str(err).splitlines()[0]}
+        progress(f"{name}: out of memory in the {phase} phase")
     finally:
         trainer.accelerator.free_memory()
         del trainer, model
@@ -401,6 +415,8 @@ def check_device(device: str) -> None:
         kind = torch.device(device).type
     except RuntimeError:
         raise DriftError(f"--device {device!r} is not a torch device (e.g. cuda, cuda:1, cpu)") from None
+    if kind not in ("cpu", "cuda"):
+        raise DriftError(f"--device {device}: drift bench gpu runs on cuda (memory is measured there) or the cpu")
     if kind == "cuda" and not torch.cuda.is_available():
         raise DriftError(f"--device {device}: this machine has no CUDA device. Measure on a GPU machine "
                          "(docs/real_models.md), or run the same code small on the CPU with --scale tiny")
@@ -484,7 +500,10 @@ def _rows(r: dict, on_cuda: bool) -> list[tuple[str, str]]:
         ("weights of the published text encoders not built (add to memory)",
          _num(p["text_encoder_weights_not_built_gib"], ".2f", " GiB")),
         ("resolution, dtype", f"{s['resolution']} px, {s['dtype']}"),
+        ("weights as built, on the device", mem(r["weights_gib"])),
     ]
+    if r["out_of_memory"]:
+        rows.append(("out of memory", f"in the {r['out_of_memory']['phase']} phase"))
     ro = r["rollout"]
     if ro:
         rows += [
