@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup stack demo test lint preferences label retrain mlflow-ui clean-state
+.PHONY: setup stack demo test lint preferences label retrain mlflow-ui clean-state gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,15 @@ test: setup
 # Style and obvious bugs (ruff, configured in pyproject.toml); CI runs it.
 lint: setup
 	ruff check .
+# Wheels that a GPU machine without network lacks for `drift bench gpu` (docs/real_models.md), at
+# the pins of constraints.txt, built for its Python 3.12 on x86-64 Linux; scripts/bench_gpu.sh
+# installs them there.
+GPU_WHEELS := diffusers pydantic pydantic_core annotated-types typing-inspection typing_extensions
+gpu-wheels:
+	mkdir -p .whl
+	python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $$(for p in $(GPU_WHEELS); do grep -i "^$$p==" constraints.txt; done)
 
 mlflow-ui: stack
 	mlflow ui --backend-store-uri "$$(python -m mlops.stack --uri)" --host 127.0.0.1 --port 5000

@@ -10,11 +10,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 
-from drift.cli.options import (Config, Override, Overrides, config_option, count, overrides_dict, overrides_option,
-                                run_config)
-
+from drift.cli.options import (
+    Config,
+    Override,
+    Overrides,
+    config_option,
+    count,
+    overrides_dict,
+    overrides_option,
+    run_config,
+)
 
 Tracking = Callable[..., Any]
 """How the benchmarks that record their runs are tracked: a function called, once a benchmark's
@@ -97,6 +105,39 @@ def prompt_noise(
     print(f"finished in {result['wall_seconds']:.0f} s; outputs in {out}")
 
 
+def gpu(
+    out: Annotated[Path, typer.Option(help="output directory (bench_gpu.json, bench_gpu.md)", show_default=False)],
+    model: Annotated[list[str] | None, typer.Option(
+        click_type=click.Choice(["sd35m", "flux-dev"]), help="only this model (repeatable; default both)")] = None,
+    phase: Annotated[list[str] | None, typer.Option(
+        click_type=click.Choice(["rollout", "update", "fit"]),
+        help="only this phase (repeatable; default all; update and fit roll out once, untimed, without "
+             "rollout)")] = None,
+    scale: Annotated[str, typer.Option(
+        click_type=click.Choice(["full", "tiny"]),
+        help="full: the published sizes (on cuda); tiny: small architectures (on the CPU)")] = "full",
+    device: Annotated[str | None, typer.Option(help="torch device (default: cuda at full scale, cpu at tiny)")] = None,
+    resolution: Annotated[int | None, typer.Option(
+        parser=count, metavar="PIXELS", help="image size in pixels (default 512 at full scale)")] = None,
+    repeats: Annotated[int, typer.Option(
+        parser=count, metavar="N", help="timed rounds of rollout and pipeline call after a warm-up round")] = 1,
+    fit_seconds: Annotated[float, typer.Option(
+        min=0.0, help="time the micro-batch search may take per model")] = 60.0,
+    max_micro_batch: Annotated[int | None, typer.Option(
+        parser=count, metavar="N",
+        help="largest micro-batch the search tries (default 1024 on a GPU, twice the shipped one on the CPU)")] = None,
+) -> None:
+    """Builds each model from its published architecture (configs/gpu/*.json) with random weights and runs
+    its shipped run configuration at 512 px on one prompt group: the rollout with log-probabilities
+    against diffusers' pipeline call, the update, and the largest update micro-batch that fits. Runs
+    without installing the project: PYTHONPATH=. python3 -m drift.cli bench gpu ..."""
+    from drift.bench import gpu as benchmark
+
+    result = benchmark.run(out, model, phase, scale, device, resolution, repeats, fit_seconds, max_micro_batch)
+    print(benchmark.markdown(result))
+    print(f"finished in {result['wall_seconds']:.0f} s; outputs in {out} (bench_gpu.json, bench_gpu.md)")
+
+
 def pareto(
     config: Annotated[Path, config_option("benchmark configuration (configs/bench/*.yaml)")],
     out: Annotated[Path, typer.Option(help="output directory (table, plot, trajectories)", show_default=False)],
@@ -150,6 +191,8 @@ def build_app(tracking: Tracking | None = None) -> typer.Typer:
     app.command("prompt-noise", context_settings={"allow_extra_args": True},
                 short_help="what each form and scale of prompt noise does to the base model's samples, and the "
                 "prompts' distances in the conditioning space")(prompt_noise)
+    app.command(short_help="time and memory of SD 3.5 Medium and FLUX.1-dev training steps at full size with "
+                "random weights (--scale tiny: the same code small, on the CPU)")(gpu)
     app.command(short_help="DRIFT vs GRPO baselines and ablations at matched alignment/diversity")(
         _tracked(pareto, tracking))
     app.command(short_help="alignment against denoiser passes and wall time, with and without the SDE window")(
