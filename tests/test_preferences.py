@@ -52,7 +52,7 @@ GOOD = ["p1", "the number 3", "images/a.png", "images/b.png", "first", "syntheti
     ({"choice": "left"}, "choice in"),
     ({"image_b": "images/missing.png"}, "images exist and decode"),
     ({"image_b": "images/broken.png"}, "images exist and decode"),
-    ({"prompt": "the number 3", "image_a": "images/a.png", "image_b": "images/b.png"}, "no duplicate pairs"),
+    ({"prompt": "the number 3", "image_a": "images/a.png", "image_b": "images/b.png"}, "one row per pair and annotator"),
     ({"prompt": "  "}, "prompt is not blank"),
 ])
 def test_malformed_preference_files_fail_with_a_readable_report(tmp_path, bad_row, failed):

@@ -54,6 +54,6 @@ def test_new_preferences_retrain_then_nothing_to_do(testbed, zen_env, tmp_path):
     failed = run_pipeline(zen_env, bad_cfg, tmp_path, "retrain-bad", PIPELINE)
     log = failed.stdout + failed.stderr
     assert failed.returncode != 0
-    for check in ("choice in", "images exist and decode", "no duplicate pairs"):
+    for check in ("choice in", "images exist and decode", "one row per pair and annotator"):
         assert check in log, check
     assert len(model_versions(client, "gen-ok")) == 1 and len(model_versions(client, "reward-ok")) == 1
