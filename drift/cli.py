@@ -173,25 +173,67 @@ def cmd_preferences_add(args) -> int:
     return 0
 
 
-def cmd_preferences_import(args) -> int:
+def _preferences(args, cfg):
+    """The config's preferences section (the defaults without a config)."""
     from drift.config import PreferenceSection
-    from drift.data.preference_import import import_preferences
 
-    if args.out:
-        out = Path(args.out)
-    elif args.config:
-        cfg = _config(args)
-        if cfg.preferences is None:
-            raise DriftError(f"{args.config} has no 'preferences' section: pass --out DIR")
-        out = cfg.preferences.pairs.parent
-    else:
-        out = PreferenceSection().pairs.parent
+    if cfg is not None and cfg.preferences is None:
+        raise DriftError(f"{args.config} has no 'preferences' section: name the preference data yourself")
+    return cfg.preferences if cfg is not None else PreferenceSection()
+
+
+def cmd_preferences_import(args) -> int:
+    from drift.data.preference_import import import_preferences
+    from drift.data.prompts import MAX_PROMPT_LENGTH
+
+    cfg = _config(args) if args.config else None
+    out = Path(args.out) if args.out else _preferences(args, cfg).pairs.parent
+    max_length = cfg.data.max_prompt_length if cfg else MAX_PROMPT_LENGTH
     report = import_preferences(args.path, out, args.format, args.images, args.keep_valid, args.annotator,
-                                args.left_key, args.right_key, args.prompt_key)
-    print(report.to_text(), file=sys.stdout if report.written else sys.stderr)
+                                args.left_key, args.right_key, args.prompt_key, args.timestamp, max_length)
+    print(report.to_text(), file=sys.stdout if report.written or not report.refused else sys.stderr)
     if report.written:
         print(f"Version it with `dvc add {out}`.")
     return 0 if report.written or not (report.refused or report.validation) else 1
+
+
+def cmd_preferences_report(args, champion_head=None) -> int:
+    """Agreement between raters, and the reward head's with each. ``champion_head`` (from the
+    console script, mlops.cli) finds the registry's current head when --head is not given: a
+    function of the config returning (head directory or None, what it is or why there is none)."""
+    from drift.data.agreement import rater_report
+    from drift.data.preferences import pair_identity, read_pairs
+
+    cfg = _config(args) if args.config else None
+    path = Path(args.path) if args.path else _preferences(args, cfg).pairs
+    if not path.is_file():
+        raise DriftError(f"preference file {path} does not exist")
+    pairs = read_pairs(path)
+    if args.head and cfg is None:
+        raise DriftError("--head needs -c CONFIG: the head is compared on the config's embedding and held-out pairs")
+    head_dir, head = (Path(args.head), f"the reward head in {args.head}") if args.head else (None, "")
+    if head_dir is None:
+        if cfg is None:
+            head = "not measured (pass -c CONFIG, and --head DIR or a registry with the reward model)"
+        elif champion_head is None:
+            head = "not measured (pass --head DIR)"
+        else:
+            head_dir, head = champion_head(cfg)
+    if head_dir is None or pairs.empty:
+        report = rater_report(pairs, pair_identity(pairs, path.parent), head=head, source=str(path))
+    else:
+        from drift.registry import EMBEDDINGS
+        from drift.scoring.preference_head import heldout_choices, load_head, pair_features
+
+        embed = EMBEDDINGS.build(cfg.embedding.name, device=cfg.run.device, **cfg.embedding.args)
+        data = pair_features(pairs, path.parent, embed, _preferences(args, cfg).holdout_fraction)
+        report = rater_report(pairs, data.identity, heldout_choices(load_head(head_dir), data),
+                              f"{head}, on the held-out pairs (ties excluded; decided rows compared in brackets)",
+                              str(path))
+    print(report.to_text())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    return 0
 
 
 def cmd_validate_preferences(args) -> int:
@@ -321,7 +363,23 @@ def build_parser(extra=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.
     p.add_argument("--prompt-key", default="prompt", help="Label Studio: task data key of the prompt")
     p.add_argument("--left-key", default="image1", help="Label Studio: task data key of the left (first) image")
     p.add_argument("--right-key", default="image2", help="Label Studio: task data key of the right (second) image")
+    p.add_argument("--timestamp", help="choice log: ISO 8601 time of rows that give none (default: the time of "
+                   "the import)")
     p.set_defaults(handler=cmd_preferences_import)
+    p = psub.add_parser("report", help="agreement between raters, and the reward head's agreement with each",
+                        description="Per rater: pairs labelled, agreement with the other raters on shared pairs "
+                        "(percent and Cohen's kappa over first/second/tie, per pair of raters; a rater's figure is the "
+                        "mean over partners weighted by shared pairs), tie rate, median seconds per answer, and the "
+                        "reward head's agreement with the rater on held-out pairs.")
+    p.add_argument("path", nargs="?", help="pairs.csv (default: the config's preferences.pairs, else "
+                   "data/preferences/pairs.csv)")
+    p.add_argument("-c", "--config", help="run configuration: its embedding and held-out share measure the head")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)
+    p.add_argument("--head", help="a reward head directory (save_pretrained; default: the registry's champion "
+                   "of preferences.reward_model_name)")
+    p.add_argument("--json", help="also write the figures as JSON to this path")
+    p.set_defaults(handler=cmd_preferences_report)
+    commands["preferences report"] = p
 
     bench = sub.add_parser("bench", help="benchmarks that write their results under docs/")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
