@@ -149,3 +149,46 @@ def test_held_out_split_keeps_each_pairs_raters_together(tmp_path):
     held = pd.Series(data.held).groupby(data.identity["key"].to_numpy())
     assert data.identity["key"].nunique() == 40 and (held.nunique() == 1).all()  # both raters on one side
     assert 10 < held.first().sum() < 30 and len(data.held_choices) == 2 * held.first().sum()
+
+
+def test_report_command_measures_a_head_on_each_raters_held_out_pairs(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from drift import cli
+    from drift.scoring.embeddings import pixels
+    from drift.data.preferences import load_pair_images
+    from tests.conftest import ROOT
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    for k in range(40):  # images with a bright left half: ana prefers the brighter one, bo the darker
+        for side, value in (("a", 100 + 3 * k), ("b", 230 - 3 * k)):
+            pixels_ = np.zeros((8, 8), np.uint8)
+            pixels_[:, :4] = value
+            Image.fromarray(pixels_).save(tmp_path / "images" / f"{k}{side}.png")
+        brighter_first = 100 + 3 * k > 230 - 3 * k
+        for who, wants_brighter in (("ana", True), ("bo", False)):
+            rows.append({"pair_id": f"{who}-{k}", "prompt": "a cat", "image_a": f"images/{k}a.png",
+                         "image_b": f"images/{k}b.png", "choice": "first" if brighter_first == wants_brighter
+                         else "second", "annotator": who, "timestamp": "2026-11-24T01:00:00+00:00"})
+    table = pd.DataFrame(rows)
+    table.to_csv(tmp_path / "pairs.csv", index=False)
+    ana = table[table["annotator"] == "ana"]
+    embed = pixels()
+    a, b = load_pair_images(ana, tmp_path)
+    fit_bradley_terry(embed(a), embed(b), ana["choice"].tolist()).save_pretrained(tmp_path / "head")
+
+    args = ["preferences", "report", str(tmp_path / "pairs.csv"), "-c", str(ROOT / "configs" / "retrain_local.yaml"),
+            "--set", "embedding.name=pixels", "--set", "embedding.args={}", "--head", str(tmp_path / "head"),
+            "--json", str(tmp_path / "raters.json")]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"the reward head in {tmp_path / 'head'}" in out and "mean over partners weighted by shared pairs" in out
+    figures = {r["rater"]: r for r in json.loads((tmp_path / "raters.json").read_text())["raters"]}
+    assert figures["ana"]["agreement"] == 0 and figures["ana"]["shared"] == 40  # they never agree
+    held = figures["ana"]["head_pairs"]
+    assert 0 < held < 40 and figures["bo"]["head_pairs"] == held  # the held-out pairs, for both
+    assert figures["ana"]["head_agreement"] == 1 and figures["bo"]["head_agreement"] == 0
+    assert cli.main(args[:3] + ["--head", str(tmp_path / "head")]) == 2  # a head needs the config's embedding
