@@ -201,35 +201,30 @@ def cmd_preferences_report(args, champion_head=None) -> int:
     """Agreement between raters, and the reward head's with each. ``champion_head`` (from the
     console script, mlops.cli) finds the registry's current head when --head is not given: a
     function of the config returning (head directory or None, what it is or why there is none)."""
-    from drift.data.agreement import rater_report
-    from drift.data.preferences import pair_identity, read_pairs
+    from drift.data.preferences import read_pairs
+    from drift.scoring.preference_head import load_head, rater_agreement
 
     cfg = _config(args) if args.config else None
     path = Path(args.path) if args.path else _preferences(args, cfg).pairs
     if not path.is_file():
         raise DriftError(f"preference file {path} does not exist")
-    pairs = read_pairs(path)
     if args.head and cfg is None:
         raise DriftError("--head needs -c CONFIG: the head is compared on the config's embedding and held-out pairs")
-    head_dir, head = (Path(args.head), f"the reward head in {args.head}") if args.head else (None, "")
-    if head_dir is None:
-        if cfg is None:
-            head = "not measured (pass -c CONFIG, and --head DIR or a registry with the reward model)"
-        elif champion_head is None:
-            head = "not measured (pass --head DIR)"
-        else:
-            head_dir, head = champion_head(cfg)
-    if head_dir is None or pairs.empty:
-        report = rater_report(pairs, pair_identity(pairs, path.parent), head=head, source=str(path))
+    if args.head:
+        head_dir, which = Path(args.head), f"the reward head in {args.head}"
+    elif cfg is None or champion_head is None:
+        head_dir, which = None, "not measured (pass -c CONFIG and --head DIR, or a registry with the reward model)"
     else:
+        head_dir, which = champion_head(cfg)
+    head = embed = None
+    if head_dir is not None:
         from drift.registry import EMBEDDINGS
-        from drift.scoring.preference_head import heldout_choices, load_head, pair_features
 
+        head = load_head(head_dir)
         embed = EMBEDDINGS.build(cfg.embedding.name, device=cfg.run.device, **cfg.embedding.args)
-        data = pair_features(pairs, path.parent, embed, _preferences(args, cfg).holdout_fraction)
-        report = rater_report(pairs, data.identity, heldout_choices(load_head(head_dir), data),
-                              f"{head}, on the held-out pairs (ties excluded; decided rows compared in brackets)",
-                              str(path))
+        which += ", on the held-out pairs (ties excluded; decided rows compared in brackets)"
+    report = rater_agreement(read_pairs(path), path.parent, head, embed,
+                             _preferences(args, cfg).holdout_fraction, which, str(path))
     print(report.to_text())
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))

@@ -12,6 +12,7 @@ import pytest
 from drift.models import load_model
 from drift.data.preferences import append_pairs, synthetic_batch
 from drift.data.provenance import file_md5
+from mlops import cli as mlops_cli
 from tests.conftest import model_versions, registry, run_pipeline, small_config
 
 PIPELINE = "pipelines.retraining.drift_retraining_pipeline"
@@ -25,7 +26,7 @@ def retrain_config(testbed, prefs_dir, tag):
     })
 
 
-def test_new_preferences_retrain_then_nothing_to_do(testbed, zen_env, tmp_path):
+def test_new_preferences_retrain_then_nothing_to_do(testbed, zen_env, tmp_path, capsys):
     prefs = tmp_path / "prefs"
     model = load_model(str(testbed["root"] / "base_model"))
     table = synthetic_batch(model, ["the number 3", "a handwritten digit seven"], 60, prefs, seed=1, num_steps=5)
@@ -57,6 +58,12 @@ def test_new_preferences_retrain_then_nothing_to_do(testbed, zen_env, tmp_path):
                         .read_text())
     assert logged["data.preferences_md5"] == version and [r["rater"] for r in logged["raters"]] == [
         "ana", "synthetic:bold-strokes-v1"]
+    # drift preferences report finds the same champion head in the registry and the same figures
+    report = tmp_path / "raters.json"
+    assert mlops_cli.main(["preferences", "report", "-c", str(tmp_path / "retrain-1.yaml"), "--tracking-uri",
+                           zen_env["tracking_uri"], "--json", str(report)]) == 0
+    assert "reward-ok version 1 (the registry's champion)" in capsys.readouterr().out
+    assert json.loads(report.read_text())["raters"] == logged["raters"]
 
     again = run_pipeline(zen_env, cfg, tmp_path, "retrain-2", PIPELINE)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

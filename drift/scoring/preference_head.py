@@ -119,6 +119,20 @@ def heldout_choices(head: PreferenceHead, data: PairFeatures) -> pd.Series:
     return pd.Series(choices, index=data.identity.index[data.held], dtype=object)
 
 
+def rater_agreement(pairs: pd.DataFrame, root: str | Path, head: PreferenceHead | None = None, embed=None,
+                    holdout_fraction: float = 0.2, which: str = "", source: str = "<pairs>"):
+    """The raters' report (drift.data.agreement.rater_report) of ``pairs`` (images under ``root``),
+    with ``head``'s agreement with each rater on the held-out pairs when a head (and the ``embed``
+    it was fitted on) is given; ``which`` says which head it is, or why there is none."""
+    from drift.data.agreement import rater_report
+    from drift.data.preferences import pair_identity
+
+    if head is None or pairs.empty:
+        return rater_report(pairs, pair_identity(pairs, root), head=which, source=source)
+    data = pair_features(pairs, root, embed, holdout_fraction)
+    return rater_report(pairs, data.identity, heldout_choices(head, data), which, source)
+
+
 @REWARDS.register("preference")
 def preference_reward(device="cpu", head: str = "", embedding: str = "digit_features",
                       embedding_args: dict | None = None):
