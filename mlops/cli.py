@@ -36,6 +36,39 @@ def mlflow_tracking(
     return MlflowTracker(uri, experiment, out / "mlartifacts")
 
 
+def _tracking_uri(tracking_uri: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the local stack's (registered if missing)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        from mlops.stack import default_state_dir, ensure_stack
+
+        uri = ensure_stack(default_state_dir())
+    return uri
+
+
+def registry_reward_head(
+    cfg,
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow registry URI of the reward head (default: $MLFLOW_TRACKING_URI, else the local stack's)")] = None,
+) -> tuple[Path | None, str]:
+    """The registry's champion of preferences.reward_model_name for `drift preferences report`
+    (drift.cli.data.ChampionHead), downloaded into a folder removed when the process ends."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from drift.config import PreferenceSection
+    from mlops.model_registry import download_reward_head
+
+    uri, name = _tracking_uri(tracking_uri), (cfg.preferences or PreferenceSection()).reward_model_name
+    folder = tempfile.mkdtemp(prefix="drift-report-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    found = download_reward_head(uri, name, folder)
+    if found is None:
+        return None, f"not measured: the registry at {uri} has no champion of {name} (pass --head DIR)"
+    return found[0], f"{name} version {found[1]} (the registry's champion)"
+
+
 def _stop(signum, frame):
     raise KeyboardInterrupt
 
@@ -58,7 +91,15 @@ def label(
         help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI, else the local stack's)")] = None,
     out: Annotated[Path | None, typer.Option(
         help="preference folder (default: the config's preferences.pairs folder, else data/preferences)")] = None,
-    host: Annotated[str, typer.Option(help="address to listen on (default: this machine only)")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="address to listen on (default: this machine only; any other needs raters' credentials)")] = "127.0.0.1",
+    token: Annotated[str | None, typer.Option(
+        help="a shared token raters sign in with, typing their name (default: $DRIFT_LABEL_TOKEN, which keeps it "
+             "out of the process list)")] = None,
+    rater: Annotated[list[str] | None, typer.Option(
+        metavar="NAME[=TOKEN]",
+        help="a rater and their own invite token (repeatable; without =TOKEN one is made and printed at start-up; "
+             "default: $DRIFT_LABEL_RATER_TOKENS, NAME=TOKEN entries separated by commas)")] = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: any free one)")] = 8750,
     seed: Annotated[int | None, typer.Option(
         help="seed of the prompt and image-seed draws (default: random)")] = None,
@@ -78,10 +119,12 @@ def label(
     from drift.config import PreferenceSection
     from drift.data.preferences import PAIRS_FILE
     from drift.data.prompts import read_prompts, split_prompts
+    from mlops.labelling.access import access_for
     from mlops.labelling.generator import from_directory, from_registry
     from mlops.labelling.server import LabelServer
     from mlops.labelling.session import LabelSession, dvc_add
 
+    access = access_for(host, token, rater or [])
     cfg = run_config(config, overrides)
     out = out or (cfg.preferences or PreferenceSection()).pairs.parent
     prompts = split_prompts(read_prompts(cfg.data.prompts), cfg.data.train_split)
@@ -90,19 +133,15 @@ def label(
         if model:
             generator = from_directory(model, cfg.sampler(evaluation=True), cfg.model.family, device)
         else:
-            uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-            if not uri:
-                from mlops.stack import default_state_dir, ensure_stack
-
-                uri = ensure_stack(default_state_dir())
-            generator = from_registry(model_name or cfg.registry.model_name, uri, tmp, version,
+            generator = from_registry(model_name or cfg.registry.model_name, _tracking_uri(tracking_uri), tmp, version,
                                       alias or "champion", cfg.model.family, device)
         try:
-            server = LabelServer(LabelSession(generator, prompts, out, seed), host, port)
+            server = LabelServer(LabelSession(generator, prompts, out, seed), host, port, access)
         except OSError as err:
             raise DriftError(f"cannot serve on {host}:{port} ({err.strerror}): pass another --port") from None
         print(f"labelling page: {server.url}\n  model {generator.describe()}, {len(prompts)} prompts "
               f"({cfg.data.prompts}, split {cfg.data.train_split}); choices go to {out / PAIRS_FILE}\n"
+              f"  {access.describe(server.url)}\n"
               f"  Ctrl-C stops it{'' if no_dvc else ' and runs dvc add ' + str(out)}", flush=True)
         for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job may have it ignored
             signal.signal(sig, _stop)
@@ -116,7 +155,7 @@ def label(
         print(dvc_add(out)[1])
 
 
-app = cli.build_app(commands, tracking=mlflow_tracking)
+app = cli.build_app(commands, tracking=mlflow_tracking, champion_head=registry_reward_head)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,3 +112,20 @@ def download_generator(tracking_uri: str, name: str, version: str, dst: str | Pa
                          f"{sorted(artifacts)}, expected 'pipeline' and 'sampling')")
     sampler = SamplerSettings.model_validate_json((local / artifacts["sampling"]["path"]).read_text())
     return RegisteredGenerator(name, version, local / artifacts["pipeline"]["path"], sampler)
+
+
+def download_reward_head(tracking_uri: str, name: str, dst: str | Path,
+                         alias: str = "champion") -> tuple[Path, str] | None:
+    """The head directory of the registered preference reward model ``name`` at ``alias``,
+    downloaded into ``dst``, and its version; None when no version has the alias."""
+    client = MlflowClient(tracking_uri, tracking_uri)
+    version = version_by_alias(client, name, alias)
+    if version is None:
+        return None
+    source = client.get_model_version_download_uri(name, version.version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=tracking_uri))
+    artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts") or {}
+    if "head" not in artifacts:
+        raise DriftError(f"{name} version {version.version} is not a registered preference reward head (its "
+                         f"artifacts are {sorted(artifacts)}, expected 'head')")
+    return local / artifacts["head"]["path"], version.version

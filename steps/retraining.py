@@ -1,4 +1,5 @@
-"""Retraining steps: has the preference data changed, is it valid, and a new preference reward model."""
+"""Retraining steps: has the preference data changed, is it valid, and a new preference reward model
+(with the raters' agreement figures and the head's agreement with each rater)."""
 
 import json
 import tempfile
@@ -11,14 +12,15 @@ from mlflow import MlflowClient
 from zenml import log_metadata, save_artifact, step
 
 from drift.config import DriftConfig
+from drift.data.agreement import rater_report
 from drift.data.preferences import read_pairs
 from drift.data.provenance import file_md5
 from drift.data.validation import validate_preferences
 from drift.errors import DriftError
 from drift.evaluation.promotion import reward_head_decision
 from drift.registry import EMBEDDINGS
-from drift.scoring.preference_head import fit_bradley_terry, heldout_accuracy, load_head, pair_features
-from mlops.model_registry import register_version, version_by_alias
+from drift.scoring.preference_head import fit_bradley_terry, heldout_accuracy, heldout_choices, load_head, pair_features
+from mlops.model_registry import download_reward_head, register_version, version_by_alias
 from mlops.pyfunc_model import PREFERENCE_HEAD_CODE
 
 VERSION_TAG = "data.preferences_md5"
@@ -53,7 +55,8 @@ def check_preferences(config: DriftConfig) -> Annotated[dict, "preference_check"
 def validate_preference_data(config: DriftConfig) -> Annotated[pd.DataFrame, "preference_pairs"]:
     path = config.preferences.pairs
     pairs = read_pairs(path)
-    report = validate_preferences(pairs, path.parent, str(path))
+    report = validate_preferences(pairs, path.parent, str(path), config.data.min_prompt_length,
+                                  config.data.max_prompt_length)
     save_artifact(json.dumps(report.to_dict(), indent=2), name="preference_validation_report")
     print(report.to_text())
     if not report.success:
@@ -76,12 +79,11 @@ def update_reward_model(config: DriftConfig, pairs: pd.DataFrame, preference_ver
     head.save_pretrained(new_head)
 
     client = MlflowClient()
-    champion = version_by_alias(client, p.reward_model_name, "champion")
+    champion = download_reward_head(mlflow.get_tracking_uri(), p.reward_model_name,
+                                    tempfile.mkdtemp(prefix="drift-reward-head-"))
     champion_head, champion_accuracy = None, None
     if champion is not None:
-        download = Path(tempfile.mkdtemp(prefix="drift-reward-head-"))
-        local = mlflow.artifacts.download_artifacts(f"models:/{p.reward_model_name}@champion", dst_path=str(download))
-        champion_head = Path(local) / "artifacts" / "head"
+        champion_head = champion[0]
         champion_accuracy = heldout_accuracy(load_head(champion_head), data)
     accept, reason = reward_head_decision(accuracy, champion_accuracy)
     mlflow.log_metrics({"reward_model/heldout_accuracy": accuracy, "reward_model/train_pairs": len(data.train_choices),
@@ -96,6 +98,13 @@ def update_reward_model(config: DriftConfig, pairs: pd.DataFrame, preference_ver
     elif champion_head is None:
         raise DriftError(f"no preference head to train the generator with: {reason}")
     print(reason)
+    # How consistent the raters are, and how the head the generator is trained with agrees with each.
+    which = f"{p.reward_model_name} version {version or champion[1]}"
+    raters = rater_report(pairs, data.identity, heldout_choices(head if accept else load_head(champion_head), data),
+                          f"{which} on the held-out pairs (ties excluded)", f"{p.pairs} ({preference_version})")
+    print(raters.to_text())
+    mlflow.log_metrics(raters.metrics())
+    mlflow.log_dict({**raters.to_dict(), VERSION_TAG: preference_version}, "preferences/raters.json")
     result = {"accuracy": accuracy, "registered": accept, "version": version,
               "previous_accuracy": champion_accuracy, "reason": reason}
     log_metadata(metadata={"reward_model": result})

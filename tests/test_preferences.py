@@ -1,5 +1,6 @@
 """Preference data, its validation, and the Bradley-Terry reward head."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -53,7 +54,8 @@ GOOD = ["p1", "the number 3", "images/a.png", "images/b.png", "first", "syntheti
     ({"choice": "left"}, "choice in"),
     ({"image_b": "images/missing.png"}, "images exist and decode"),
     ({"image_b": "images/broken.png"}, "images exist and decode"),
-    ({"prompt": "the number 3", "image_a": "images/a.png", "image_b": "images/b.png"}, "no duplicate pairs"),
+    ({"prompt": "the number 3", "image_a": "images/a.png", "image_b": "images/b.png"},
+     "one row per pair and annotator"),
     ({"prompt": "  "}, "prompt is not blank"),
 ])
 def test_malformed_preference_files_fail_with_a_readable_report(tmp_path, bad_row, failed):
@@ -83,3 +85,112 @@ def test_synthetic_batch_saves_the_images_themselves(tiny_sd15_dir, tmp_path):
     with Image.open(tmp_path / table.loc[0, "image_a"]) as im:
         assert im.size == (16, 16) and im.mode == "RGB"  # no grid border or padding
     assert validate_preferences(read_pairs(tmp_path / "pairs.csv"), tmp_path).success
+
+
+def test_rater_report_kappa_matches_a_hand_computation(tmp_path):
+    from PIL import Image
+
+    from drift.data.agreement import rater_report
+    from drift.data.preferences import pair_identity
+
+    (tmp_path / "images").mkdir()
+    for k in range(1, 7):
+        for side, value in (("a", 10 * k), ("b", 10 * k + 5)):
+            Image.new("L", (8, 8), value).save(tmp_path / "images" / f"p{k}_{side}.png")
+    rows = [("ana", k, c) for k, c in enumerate(["first", "first", "second", "tie", "first", "second"], start=1)]
+    rows += [("bo", k, c) for k, c in enumerate(["first", "second", "second", "tie"], start=1)]
+    rows += [("cy", 5, "tie"), ("cy", 6, "second")]
+    table = pd.DataFrame([{"pair_id": f"{who}-{k}", "prompt": "the number 3", "image_a": f"images/p{k}_a.png",
+                           "image_b": f"images/p{k}_b.png", "choice": choice, "annotator": who,
+                           "timestamp": "2026-11-24T01:00:10+00:00"} for who, k, choice in rows])
+    # bo saw pair 5 the other way round and chose its first image ("second" as shown)
+    table.loc[len(table)] = {"pair_id": "bo-5", "prompt": "the number 3", "image_a": "images/p5_b.png",
+                             "image_b": "images/p5_a.png", "choice": "second", "annotator": "bo",
+                             "timestamp": "2026-11-24T01:00:10+00:00"}
+    table["shown_at"] = None
+    table.loc[:2, "shown_at"] = ["2026-11-24T01:00:08+00:00", "2026-11-24T01:00:06+00:00", "2026-11-24T01:00:00+00:00"]
+    head = pd.Series({0: "first", 2: "first", 3: "first"})  # ana's pairs 1, 3 and 4 (a tie: not compared)
+    report = rater_report(table, pair_identity(table, tmp_path), head, "a test head")
+
+    # by hand: ana-bo on pairs 1-5: ana f f s t f, bo f s s t f: agree 4/5; marginals ana (f, s, t) 3/5 1/5 1/5,
+    # bo 2/5 2/5 1/5: chance 9/25. ana-cy on pairs 5, 6: ana f s, cy t s: agree 1/2, chance 1/4.
+    # bo-cy on pair 5: f against t: agree 0, chance 0.
+    kappa = {"ab": (4 / 5 - 9 / 25) / (1 - 9 / 25), "ac": (1 / 2 - 1 / 4) / (1 - 1 / 4), "bc": 0.0}
+    by_name = {r.rater: r for r in report.raters}
+    ana, bo, cy = by_name["ana"], by_name["bo"], by_name["cy"]
+    assert (ana.pairs, bo.pairs, cy.pairs) == (6, 5, 2) and (ana.shared, bo.shared, cy.shared) == (7, 6, 3)
+    assert ana.agreement == pytest.approx((4 / 5 * 5 + 1 / 2 * 2) / 7)
+    assert ana.kappa == pytest.approx((kappa["ab"] * 5 + kappa["ac"] * 2) / 7)
+    assert bo.kappa == pytest.approx((kappa["ab"] * 5 + kappa["bc"] * 1) / 6)
+    assert cy.kappa == pytest.approx((kappa["ac"] * 2 + kappa["bc"] * 1) / 3)
+    assert (ana.tie_rate, bo.tie_rate, cy.tie_rate) == pytest.approx((1 / 6, 1 / 5, 1 / 2))
+    assert ana.median_seconds == 4.0 and np.isnan(bo.median_seconds)
+    assert (ana.head_agreement, ana.head_pairs) == (0.5, 2) and bo.head_pairs == 0
+    assert (report.multi_rater_pairs, report.disagreeing_pairs) == (6, 2)
+    text = report.to_text()
+    assert "mean over partners weighted by shared pairs" in text and "a test head" in text
+    assert report.metrics()["raters/ana/kappa"] == pytest.approx(ana.kappa) and "raters/bo/median_seconds" not in \
+        report.metrics()
+
+
+def test_held_out_split_keeps_each_pairs_raters_together(tmp_path):
+    from PIL import Image
+
+    from drift.scoring.preference_head import pair_features
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    for k in range(40):
+        for side in "ab":
+            Image.new("L", (4, 4), 3 * k + (side == "b")).save(tmp_path / "images" / f"{k}{side}.png")
+        for who, flipped in (("ana", False), ("bo", k % 2 == 1)):  # bo saw every other pair the other way round
+            a, b = (f"images/{k}b.png", f"images/{k}a.png") if flipped else (f"images/{k}a.png", f"images/{k}b.png")
+            rows.append({"pair_id": f"{who}-{k}", "prompt": "a cat", "image_a": a, "image_b": b, "choice": "first",
+                         "annotator": who})
+    data = pair_features(pd.DataFrame(rows), tmp_path, lambda images: images.flatten(1), 0.5)
+    held = pd.Series(data.held).groupby(data.identity["key"].to_numpy())
+    assert data.identity["key"].nunique() == 40 and (held.nunique() == 1).all()  # both raters on one side
+    assert 10 < held.first().sum() < 30 and len(data.held_choices) == 2 * held.first().sum()
+
+
+def test_report_command_measures_a_head_on_each_raters_held_out_pairs(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from drift import cli
+    from drift.data.preferences import load_pair_images
+    from drift.scoring.embeddings import pixels
+    from tests.conftest import ROOT
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    for k in range(40):  # images with a bright left half: ana prefers the brighter one, bo the darker
+        for side, value in (("a", 100 + 3 * k), ("b", 230 - 3 * k)):
+            pixels_ = np.zeros((8, 8), np.uint8)
+            pixels_[:, :4] = value
+            Image.fromarray(pixels_).save(tmp_path / "images" / f"{k}{side}.png")
+        brighter_first = 100 + 3 * k > 230 - 3 * k
+        for who, wants_brighter in (("ana", True), ("bo", False)):
+            rows.append({"pair_id": f"{who}-{k}", "prompt": "a cat", "image_a": f"images/{k}a.png",
+                         "image_b": f"images/{k}b.png", "choice": "first" if brighter_first == wants_brighter
+                         else "second", "annotator": who, "timestamp": "2026-11-24T01:00:00+00:00"})
+    table = pd.DataFrame(rows)
+    table.to_csv(tmp_path / "pairs.csv", index=False)
+    ana = table[table["annotator"] == "ana"]
+    embed = pixels()
+    a, b = load_pair_images(ana, tmp_path)
+    fit_bradley_terry(embed(a), embed(b), ana["choice"].tolist()).save_pretrained(tmp_path / "head")
+
+    args = ["preferences", "report", str(tmp_path / "pairs.csv"), "-c", str(ROOT / "configs" / "retrain_local.yaml"),
+            "--set", "embedding.name=pixels", "--set", "embedding.args={}", "--head", str(tmp_path / "head"),
+            "--json", str(tmp_path / "raters.json")]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"the reward head in {tmp_path / 'head'}" in out and "mean over partners weighted by shared pairs" in out
+    figures = {r["rater"]: r for r in json.loads((tmp_path / "raters.json").read_text())["raters"]}
+    assert figures["ana"]["agreement"] == 0 and figures["ana"]["shared"] == 40  # they never agree
+    held = figures["ana"]["head_pairs"]
+    assert 0 < held < 40 and figures["bo"]["head_pairs"] == held  # the held-out pairs, for both
+    assert figures["ana"]["head_agreement"] == 1 and figures["bo"]["head_agreement"] == 0
+    assert cli.main(args[:3] + ["--head", str(tmp_path / "head")]) == 2  # a head needs the config's embedding

@@ -181,7 +181,8 @@ def pipeline_sample(model: T2IModel, prompts: list[str], seeds: torch.Tensor, nu
         gens = sample_generators(seeds[idx], offset=0)
         x = randn_tensor((len(gens), *model.latent_shape), generator=gens, device=model.device, dtype=torch.float32)
         out = model.pipe(prompt=prompts[idx], latents=x, num_inference_steps=num_steps, height=model.height,
-                         width=model.width, output_type="pt", **_pipeline_guidance(model, guidance_scale, negative_prompt))
+                         width=model.width, output_type="pt",
+                         **_pipeline_guidance(model, guidance_scale, negative_prompt))
         images.append(out.images)
     return torch.cat(images)
 

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from drift.cli import bench, data, run, testbed
 from drift.cli.bench import Tracking
+from drift.cli.data import ChampionHead
 from drift.errors import DriftError
 
 
@@ -37,16 +38,18 @@ def _help_without_command(ctx: typer.Context) -> None:
         print(ctx.get_help())
 
 
-def build_app(commands: typer.Typer | None = None, tracking: Tracking | None = None) -> typer.Typer:
+def build_app(commands: typer.Typer | None = None, tracking: Tracking | None = None,
+              champion_head: ChampionHead | None = None) -> typer.Typer:
     """The library's commands, then those of ``commands``; the benchmarks that record their runs take
-    ``tracking``'s options (drift.cli.bench.Tracking)."""
+    ``tracking``'s options (drift.cli.bench.Tracking), `preferences report` finds the current reward
+    head with ``champion_head`` (drift.cli.data.ChampionHead)."""
     app = typer.Typer(name="drift", cls=_Drift, add_completion=False, rich_markup_mode=None,
                       pretty_exceptions_enable=False, invoke_without_command=True,
                       context_settings={"help_option_names": ["-h", "--help"]},
                       help="DRIFT: diversity-preserving RL fine-tuning of text-to-image diffusion and flow models.")
     app.callback()(_help_without_command)
     app.add_typer(run.app)
-    app.add_typer(data.app)
+    app.add_typer(data.build_app(champion_head))
     app.add_typer(bench.build_app(tracking), name="bench")
     app.add_typer(testbed.app, name="testbed")
     if commands is not None:

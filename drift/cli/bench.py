@@ -3,8 +3,6 @@ runs to a tracker; the library records nothing, the console script (mlops.cli) p
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +20,7 @@ from drift.cli.options import (
     overrides_dict,
     overrides_option,
     run_config,
+    with_hook,
 )
 
 Tracking = Callable[..., Any]
@@ -38,18 +37,9 @@ def _untracked(out: Path, benchmark: str) -> None:
 
 
 def _tracked(command: Callable, tracking: Tracking | None) -> Callable:
-    """``command`` with its ``track`` parameter filled in: its options are ``command``'s own and the
-    keyword parameters of ``tracking``, whose values ``track`` passes on to it."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "track"]
-    added = list(inspect.signature(tracking, eval_str=True).parameters.values())[2:] if tracking else []
-
-    @functools.wraps(command)
-    def run(**values: Any) -> None:
-        options = {p.name: values.pop(p.name) for p in added}
-        command(**values, track=functools.partial(tracking, **options) if tracking else _untracked)
-
-    run.__signature__ = inspect.Signature(own + added)
-    return run
+    """``command`` with its ``track`` parameter filled in: ``tracking`` called with the output
+    directory and the benchmark's name, its further keyword parameters options of the command."""
+    return with_hook(command, "track", tracking, 2, _untracked)
 
 
 BenchOverrides = Annotated[list[Override] | None,

@@ -5,23 +5,37 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from drift.cli.options import Config, Override, Overrides, config_option, count, overrides_option, run_config
+from drift.cli.options import (
+    Config,
+    Override,
+    Overrides,
+    config_option,
+    count,
+    overrides_option,
+    run_config,
+    with_hook,
+)
 from drift.errors import DriftError
 
-app = typer.Typer()
-preferences = typer.Typer(short_help="preference data for retraining")
-app.add_typer(preferences, name="preferences")
+if TYPE_CHECKING:
+    from drift.config import DriftConfig, PreferenceSection
+
+ChampionHead = Callable[..., tuple[Path | None, str]]
+"""How `drift preferences report` finds the current reward head when --head is not given: a function
+of the run configuration returning the head's directory (or None) and what it is (or why there is
+none); its further keyword parameters become options of the command (drift.cli.options.with_hook).
+The library has none; the console script (mlops.cli) looks in the registry."""
 
 # Where the configuration is optional (it only supplies rules or a folder), overriding it is rare.
 HiddenOverrides = Annotated[list[Override] | None, overrides_option("override a config field", hidden=True)]
 
 
-@app.command("validate-prompts", short_help="check a prompt CSV (Great Expectations); exit 1 if invalid")
 def validate_prompts(
     path: Annotated[Path, typer.Argument(metavar="PATH", help="CSV with columns prompt and split", show_default=False)],
     config: Annotated[Path | None, config_option(
@@ -42,7 +56,6 @@ def validate_prompts(
         raise typer.Exit(1)
 
 
-@app.command("validate-preferences", short_help="check a preference pairs CSV; exit 1 if invalid")
 def validate_preferences(
     path: Annotated[Path, typer.Argument(
         metavar="PATH", help="pairs.csv (image paths relative to its directory)", show_default=False)],
@@ -58,7 +71,6 @@ def validate_preferences(
         raise typer.Exit(1)
 
 
-@preferences.command(short_help="add a batch of synthetic testbed preferences (bold strokes win)")
 def add(
     config: Config,
     # numpy's generator refuses negative seeds, and the batch is named after the seed.
@@ -86,7 +98,6 @@ def add(
           f"{len(table)} pairs in all, choices {counts}. Version it with `dvc add {out}`.")
 
 
-@preferences.command("import", short_help="import a Label Studio pairwise export or a pick-one-of-N choice log")
 def import_(
     path: Annotated[Path, typer.Argument(
         metavar="PATH", show_default=False,
@@ -108,21 +119,101 @@ def import_(
     prompt_key: Annotated[str, typer.Option(help="Label Studio: task data key of the prompt")] = "prompt",
     left_key: Annotated[str, typer.Option(help="Label Studio: task data key of the left (first) image")] = "image1",
     right_key: Annotated[str, typer.Option(help="Label Studio: task data key of the right (second) image")] = "image2",
+    timestamp: Annotated[str | None, typer.Option(
+        help="choice log: ISO 8601 time of rows that give none (default: the time of the import)")] = None,
 ) -> None:
     """Convert choices collected elsewhere into the preference data. Refused rows are reported with the
-    reason; by default any refused row refuses the whole import and nothing is written. Exit 1 when refused."""
-    from drift.config import PreferenceSection
+    reason; by default any refused row refuses the whole import and nothing is written. Rows already
+    imported (same pair, annotator and choice) are skipped; an export with nothing new exits 0. Exit 1
+    when refused."""
     from drift.data.preference_import import import_preferences
+    from drift.data.prompts import MAX_PROMPT_LENGTH
 
-    if out is None and config:
-        cfg = run_config(config, overrides)
-        if cfg.preferences is None:
-            raise DriftError(f"{config} has no 'preferences' section: pass --out DIR")
-        out = cfg.preferences.pairs.parent
-    out = out or PreferenceSection().pairs.parent
-    report = import_preferences(path, out, kind, images, keep_valid, annotator, left_key, right_key, prompt_key)
-    print(report.to_text(), file=sys.stdout if report.written else sys.stderr)
+    cfg = run_config(config, overrides) if config else None
+    out = out or _preferences(config, cfg).pairs.parent
+    max_length = cfg.data.max_prompt_length if cfg else MAX_PROMPT_LENGTH
+    report = import_preferences(path, out, kind, images, keep_valid, annotator, left_key, right_key, prompt_key,
+                                timestamp, max_length)
+    print(report.to_text(), file=sys.stdout if report.written or not report.refused else sys.stderr)
     if report.written:
         print(f"Version it with `dvc add {out}`.")
     elif report.refused or report.validation:
         raise typer.Exit(1)
+
+
+def _preferences(config: Path | None, cfg: DriftConfig | None) -> PreferenceSection:
+    """The configuration's preferences section (the defaults without a configuration)."""
+    from drift.config import PreferenceSection
+
+    if cfg is not None and cfg.preferences is None:
+        raise DriftError(f"{config} has no 'preferences' section: name the preference data yourself")
+    return cfg.preferences if cfg is not None else PreferenceSection()
+
+
+def _no_champion(cfg: DriftConfig) -> tuple[None, str]:
+    return None, "not measured (pass -c CONFIG and --head DIR, or use the installed drift with a registry)"
+
+
+def report(
+    path: Annotated[Path | None, typer.Argument(
+        metavar="[PATH]", show_default=False,
+        help="pairs.csv (default: the config's preferences.pairs, else data/preferences/pairs.csv)")] = None,
+    config: Annotated[Path | None, config_option(
+        "run configuration: its embedding and held-out share measure the head")] = None,
+    overrides: HiddenOverrides = None,
+    head: Annotated[Path | None, typer.Option(
+        help="a reward head directory (save_pretrained; default: the registry's champion of "
+             "preferences.reward_model_name)")] = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="also write the figures as JSON to this path")] = None,
+    *,
+    champion_head: ChampionHead,
+) -> None:
+    """Per rater: pairs labelled, agreement with the other raters on shared pairs (percent and Cohen's
+    kappa over first/second/tie, per pair of raters; a rater's figure is the mean over partners
+    weighted by shared pairs), tie rate, median seconds per answer, and the reward head's agreement
+    with the rater on held-out pairs."""
+    from drift.data.preferences import read_pairs
+    from drift.scoring.preference_head import load_head, rater_agreement
+
+    cfg = run_config(config, overrides) if config else None
+    path = path or _preferences(config, cfg).pairs
+    if not path.is_file():
+        raise DriftError(f"preference file {path} does not exist")
+    if head and cfg is None:
+        raise DriftError("--head needs -c CONFIG: the head is compared on the config's embedding and held-out pairs")
+    if head:
+        head_dir, which = head, f"the reward head in {head}"
+    elif cfg is None:
+        head_dir, which = _no_champion(cfg)
+    else:
+        head_dir, which = champion_head(cfg)
+    head_model = embed = None
+    if head_dir is not None:
+        from drift.registry import EMBEDDINGS
+
+        head_model = load_head(head_dir)
+        embed = EMBEDDINGS.build(cfg.embedding.name, device=cfg.run.device, **cfg.embedding.args)
+        which += ", on the held-out pairs (ties excluded; decided rows compared in brackets)"
+    figures = rater_agreement(read_pairs(path), path.parent, head_model, embed,
+                              _preferences(config, cfg).holdout_fraction, which, str(path))
+    print(figures.to_text())
+    if json_path:
+        json_path.write_text(json.dumps(figures.to_dict(), indent=2))
+
+
+def build_app(champion_head: ChampionHead | None = None) -> typer.Typer:
+    """The data commands; `preferences report` finds the current reward head with ``champion_head``."""
+    app = typer.Typer()
+    app.command("validate-prompts", short_help="check a prompt CSV (Great Expectations); exit 1 if invalid")(
+        validate_prompts)
+    app.command("validate-preferences", short_help="check a preference pairs CSV; exit 1 if invalid")(
+        validate_preferences)
+    preferences = typer.Typer(short_help="preference data for retraining")
+    preferences.command(short_help="add a batch of synthetic testbed preferences (bold strokes win)")(add)
+    preferences.command("import", short_help="import a Label Studio pairwise export or a pick-one-of-N choice log")(
+        import_)
+    preferences.command(short_help="agreement between raters, and the reward head's agreement with each")(
+        with_hook(report, "champion_head", champion_head, 1, _no_champion))
+    app.add_typer(preferences, name="preferences")
+    return app

@@ -4,6 +4,9 @@ any work starts."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -75,3 +78,21 @@ def run_config(config: Path, overrides: list[Override] | None) -> DriftConfig:
     from drift.config import load_config
 
     return load_config(config, overrides_dict(overrides))
+
+
+def with_hook(command: Callable, name: str, hook: Callable | None, supplied: int, default: Callable) -> Callable:
+    """``command`` with its keyword parameter ``name`` filled in, for a console script to extend a
+    library command without the library importing what the hook needs: ``hook``'s first ``supplied``
+    parameters are what the command passes when it calls it, its further keyword parameters
+    (typer-annotated, as a command's) become options of the command, and their values are bound to
+    it. Without a hook, ``default`` is passed."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != name]
+    added = list(inspect.signature(hook, eval_str=True).parameters.values())[supplied:] if hook else []
+
+    @functools.wraps(command)
+    def run(**values: Any) -> None:
+        options = {p.name: values.pop(p.name) for p in added}
+        command(**values, **{name: functools.partial(hook, **options) if hook else default})
+
+    run.__signature__ = inspect.Signature(own + added)
+    return run

@@ -11,6 +11,7 @@ from drift.errors import DriftError
 
 REQUIRED_COLUMNS = ("prompt", "split")
 MAX_FILE_MB = 10.0
+MIN_PROMPT_LENGTH, MAX_PROMPT_LENGTH = 3, 200  # characters; a run configuration may set others (data.*)
 
 
 def normalize_prompt(text):

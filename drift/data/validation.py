@@ -1,8 +1,10 @@
-"""Prompt-dataset validation with Great Expectations 1.x, and a report a person can read.
+"""Prompt-dataset and preference-data validation with Great Expectations 1.x, and a report a person
+can read.
 
-Checks: required columns, no nulls or blank prompts, no duplicate prompts, length bounds,
+Prompt files: required columns, no nulls or blank prompts, no duplicate prompts, length bounds,
 printable text (no control characters), known split values, and a minimum number of rows per
-split. Every failed check is listed with a few offending rows.
+split. Preference data: the same prompt rules, then its own (``validate_preferences``). Every
+failed check is listed with a few offending rows.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from drift.data.prompts import MAX_FILE_MB, REQUIRED_COLUMNS, read_prompts
+from drift.data.prompts import (
+    MAX_FILE_MB,
+    MAX_PROMPT_LENGTH,
+    MIN_PROMPT_LENGTH,
+    REQUIRED_COLUMNS,
+    normalize_prompt,
+    read_prompts,
+)
 from drift.errors import DriftError
 from drift.logs import quiet_great_expectations
 
@@ -62,19 +71,29 @@ def _clip(value: str, width: int = 80) -> str:
     return value if len(value) <= width else value[: width - 3] + "..."
 
 
-def _expectations(min_len: int, max_len: int, splits: list[str]):
+def _prompt_expectations(min_len: int, max_len: int):
+    """The rules every prompt follows, in prompt files and in preference data alike."""
     import great_expectations as gx
 
     E = gx.expectations
     return [
         ("prompt is not null", E.ExpectColumnValuesToNotBeNull(column="prompt")),
-        ("split is not null", E.ExpectColumnValuesToNotBeNull(column="split")),
         ("prompt is not blank", E.ExpectColumnValuesToNotMatchRegex(column="prompt", regex=r"^\s*$")),
-        ("prompts are unique", E.ExpectColumnValuesToBeUnique(column="prompt")),
         (f"prompt length in [{min_len}, {max_len}]",
          E.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=min_len, max_value=max_len)),
         ("prompt is printable text (no control characters)",
          E.ExpectColumnValuesToNotMatchRegex(column="prompt", regex=r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")),
+    ]
+
+
+def _expectations(min_len: int, max_len: int, splits: list[str]):
+    import great_expectations as gx
+
+    E = gx.expectations
+    return [
+        *_prompt_expectations(min_len, max_len),
+        ("split is not null", E.ExpectColumnValuesToNotBeNull(column="split")),
+        ("prompts are unique", E.ExpectColumnValuesToBeUnique(column="prompt")),
         (f"split in {splits}", E.ExpectColumnValuesToBeInSet(column="split", value_set=splits)),
     ]
 
@@ -118,7 +137,8 @@ def _validate(table: pd.DataFrame, source: str, required: tuple[str, ...], expec
     return ValidationReport(source, len(table), checks, kind)
 
 
-def validate_table(table: pd.DataFrame, source: str = "<table>", min_len: int = 3, max_len: int = 200,
+def validate_table(table: pd.DataFrame, source: str = "<table>", min_len: int = MIN_PROMPT_LENGTH,
+                   max_len: int = MAX_PROMPT_LENGTH,
                    splits: tuple[str, ...] = ("train", "eval"), min_rows_per_split: int = 5) -> ValidationReport:
     """Validate a prompt table. Row numbers in the report are CSV line numbers (header = line 1)."""
 
@@ -131,23 +151,22 @@ def validate_table(table: pd.DataFrame, source: str = "<table>", min_len: int = 
     return _validate(table, source, REQUIRED_COLUMNS, _expectations(min_len, max_len, list(splits)), [rows_per_split])
 
 
-def validate_preferences(table: pd.DataFrame, root: str | Path, source: str = "<pairs>") -> ValidationReport:
+def validate_preferences(table: pd.DataFrame, root: str | Path, source: str = "<pairs>",
+                         min_len: int = MIN_PROMPT_LENGTH, max_len: int = MAX_PROMPT_LENGTH) -> ValidationReport:
     """Validate a preference table (drift.data.preferences documents the format); image paths are
-    relative to ``root`` (or absolute). Checks choices, prompts, duplicate pairs, the seeds where
-    the optional seed columns exist, and that every image decodes."""
+    relative to ``root`` (or absolute). Checks prompts (the rules of prompt files, and normalised
+    text as prompt files are read), choices, one row per pair and annotator, the seeds where the
+    optional seed columns exist, and that every image decodes."""
     import great_expectations as gx
     from PIL import Image
 
-    from drift.data.preferences import CHOICES, COLUMNS
+    from drift.data.preferences import CHOICES, COLUMNS, pair_identity
 
     E = gx.expectations
     expectations = [
-        ("prompt is not null", E.ExpectColumnValuesToNotBeNull(column="prompt")),
-        ("prompt is not blank", E.ExpectColumnValuesToNotMatchRegex(column="prompt", regex=r"^\s*$")),
+        *_prompt_expectations(min_len, max_len),
         (f"choice in {list(CHOICES)}", E.ExpectColumnValuesToBeInSet(column="choice", value_set=list(CHOICES))),
         ("pair ids are unique", E.ExpectColumnValuesToBeUnique(column="pair_id")),
-        ("no duplicate pairs (prompt, image_a, image_b)",
-         E.ExpectCompoundColumnsToBeUnique(column_list=["prompt", "image_a", "image_b"])),
         ("annotator is present", E.ExpectColumnValuesToNotBeNull(column="annotator")),
         ("timestamp is ISO 8601", E.ExpectColumnValuesToMatchRegex(
             column="timestamp", regex=r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")),
@@ -156,6 +175,24 @@ def validate_preferences(table: pd.DataFrame, root: str | Path, source: str = "<
     expectations += [(f"{c} is a non-negative integer", E.ExpectColumnValuesToMatchRegex(column=c, regex=r"^\d+$"))
                      for c in ("seed_a", "seed_b") if c in table.columns]
 
+    def prompts_normalised(t: pd.DataFrame) -> CheckResult:
+        bad = [(line, p) for line, p in enumerate(t["prompt"], start=2)
+               if isinstance(p, str) and normalize_prompt(p) != p]
+        return CheckResult("prompt is normalised text (no zero-width or bidirectional characters, NFKC)", not bad,
+                           len(bad), bad[:EXAMPLES])
+
+    def one_row_per_pair_and_annotator(t: pd.DataFrame) -> CheckResult:
+        keys = pd.DataFrame({"key": pair_identity(t, root)["key"], "annotator": t["annotator"].astype(str)})
+        first = {}
+        bad = []
+        for line, (key, annotator) in enumerate(zip(keys["key"], keys["annotator"]), start=2):
+            if (key, annotator) in first:
+                bad.append((None, f"line {line}: {annotator} labelled the pair of line {first[key, annotator]} "
+                                  "again (the same prompt and images)"))
+            else:
+                first[key, annotator] = line
+        return CheckResult("one row per pair and annotator", not bad, len(bad), bad[:EXAMPLES])
+
     def images_decode(t: pd.DataFrame) -> CheckResult:
         bad = []
         for line, (a, b) in enumerate(zip(t["image_a"], t["image_b"]), start=2):
@@ -163,11 +200,12 @@ def validate_preferences(table: pd.DataFrame, root: str | Path, source: str = "<
                 try:
                     with Image.open(Path(root) / str(rel)) as im:
                         im.load()
-                except (OSError, ValueError) as err:
+                except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: a symlink loop
                     bad.append((line, f"{rel}: {type(err).__name__}"))
         return CheckResult("images exist and decode", not bad, len(bad), bad[:EXAMPLES])
 
-    return _validate(table, source, tuple(COLUMNS), expectations, [images_decode], kind="preference data")
+    return _validate(table, source, tuple(COLUMNS), expectations,
+                     [prompts_normalised, one_row_per_pair_and_annotator, images_decode], kind="preference data")
 
 
 def validate_file(path: str | Path, max_file_mb: float = MAX_FILE_MB, **rules) -> ValidationReport:

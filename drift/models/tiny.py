@@ -151,7 +151,8 @@ def random_pipeline(arch: dict, tokenizer_dir: str | Path, device: torch.device 
     fields above (FLUX: the T5 encoder first), each from the global torch RNG; on the "meta" device
     nothing is allocated (parameter counts only)."""
     if arch.get("_class_name") not in PIPELINES:
-        raise ValueError(f"architecture _class_name must be one of {', '.join(PIPELINES)}, got {arch.get('_class_name')!r}")
+        raise ValueError(f"architecture _class_name must be one of {', '.join(PIPELINES)}, "
+                         f"got {arch.get('_class_name')!r}")
     with _init_on(device, dtype):
         pipe = PIPELINES[arch["_class_name"]](arch, Path(tokenizer_dir), text_encoder_layers)
     # Buffers that a module computes in float32 whatever the default (SD 3's position embedding)
@@ -196,8 +197,8 @@ TINY_FLUX = {
     "scheduler": dict(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256, max_image_seq_len=4096,
                       base_shift=0.5, max_shift=1.15),
     "text_encoder": TINY_CLIP,
-    "text_encoder_2": dict(d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
-                           feed_forward_proj="gated-gelu"),
+    "text_encoder_2": dict(d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                           relative_attention_num_buckets=8, feed_forward_proj="gated-gelu"),
     "clip_tokens": MAX_TOKENS, "t5_tokens": MAX_T5_TOKENS,
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,9 @@ def load_head(path: str | Path) -> PreferenceHead:
 
 @dataclass
 class PairFeatures:
-    """Embeddings of both images of each pair, split into fitting and held-out pairs."""
+    """Embeddings of both images of each row, split into fitting and held-out pairs. Several
+    raters of one pair are several rows (ties and disagreements included: the Bradley-Terry fit
+    weighs each), always on the same side of the split."""
 
     train_a: torch.Tensor
     train_b: torch.Tensor
@@ -82,24 +85,52 @@ class PairFeatures:
     held_a: torch.Tensor
     held_b: torch.Tensor
     held_choices: list[str]
+    identity: pd.DataFrame  # each row's pair (drift.data.preferences.pair_identity)
+    held: np.ndarray  # which rows are held out
 
 
 def pair_features(pairs: pd.DataFrame, root: str | Path, embed, holdout_fraction: float) -> PairFeatures:
-    """Embed every pair's images (paths relative to ``root``) and hold out a stable share of the
-    pairs (by a hash of the pair id, so adding batches never moves a pair between the splits)."""
-    from drift.data.preferences import is_held_out, load_pair_images
+    """Embed every row's images (paths relative to ``root``) and hold out a stable share of the
+    pairs (by a hash of the pair's content, so adding data never moves a pair between the splits
+    and one pair's raters never land on both sides)."""
+    from drift.data.preferences import is_held_out, load_pair_images, pair_identity
 
     img_a, img_b = load_pair_images(pairs, root)
     with torch.no_grad():
         fa, fb = embed(img_a).cpu(), embed(img_b).cpu()
-    held = torch.from_numpy(is_held_out(pairs["pair_id"], holdout_fraction))
+    identity = pair_identity(pairs, root)
+    held_rows = is_held_out(identity["key"], holdout_fraction)
+    held = torch.from_numpy(held_rows)
     choices = pairs["choice"].tolist()
-    return PairFeatures(fa[~held], fb[~held], [c for c, h in zip(choices, held) if not h],
-                        fa[held], fb[held], [c for c, h in zip(choices, held) if h])
+    return PairFeatures(fa[~held], fb[~held], [c for c, h in zip(choices, held_rows) if not h],
+                        fa[held], fb[held], [c for c, h in zip(choices, held_rows) if h], identity, held_rows)
 
 
 def heldout_accuracy(head: PreferenceHead, data: PairFeatures) -> float:
     return pairwise_accuracy(head, data.held_a, data.held_b, data.held_choices)
+
+
+@torch.no_grad()
+def heldout_choices(head: PreferenceHead, data: PairFeatures) -> pd.Series:
+    """The head's choice (first or second; tie where it scores both alike) for each held-out row,
+    indexed like the rows' table."""
+    margin = head(data.held_a) - head(data.held_b)
+    choices = ["first" if m > 0 else "second" if m < 0 else "tie" for m in margin.tolist()]
+    return pd.Series(choices, index=data.identity.index[data.held], dtype=object)
+
+
+def rater_agreement(pairs: pd.DataFrame, root: str | Path, head: PreferenceHead | None = None, embed=None,
+                    holdout_fraction: float = 0.2, which: str = "", source: str = "<pairs>"):
+    """The raters' report (drift.data.agreement.rater_report) of ``pairs`` (images under ``root``),
+    with ``head``'s agreement with each rater on the held-out pairs when a head (and the ``embed``
+    it was fitted on) is given; ``which`` says which head it is, or why there is none."""
+    from drift.data.agreement import rater_report
+    from drift.data.preferences import pair_identity
+
+    if head is None or pairs.empty:
+        return rater_report(pairs, pair_identity(pairs, root), head=which, source=source)
+    data = pair_features(pairs, root, embed, holdout_fraction)
+    return rater_report(pairs, data.identity, heldout_choices(head, data), which, source)
 
 
 @REWARDS.register("preference")

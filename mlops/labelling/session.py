@@ -2,9 +2,11 @@
 rater answers, and record the answer in the preference data (drift.data.preferences).
 
 A pair is drawn on demand with two fresh seeds and kept in memory under a one-time token; only an
-answer (first, second, tie) writes anything: both images, then the row, through
-``append_pairs``, which serialises writers across threads and processes. A skip, or a pair
-never answered, leaves no trace. Answering a token twice records it once.
+answer (first, second, tie) writes anything: both images, then the row (with when the pair was
+shown and when it was answered), through ``append_pairs``, which serialises writers across
+threads and processes. A skip, or a pair never answered, leaves no trace. Answering a token twice
+records it once. Each recorded answer comes with an undo handle that only its rater can use, until
+the data is versioned (``version``): undoing removes the row and its images under the same lock.
 """
 
 from __future__ import annotations
@@ -19,25 +21,31 @@ import sys
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from drift.data.preferences import CHOICES, PAIRS_FILE, append_pairs, preferences_lock, read_pairs, utc_now
+from drift.data.preferences import (
+    CHOICES,
+    PAIRS_FILE,
+    append_pairs,
+    preferences_lock,
+    read_pairs,
+    remove_pair_locked,
+    utc_now,
+)
 from drift.errors import DriftError
 from drift.plots import to_pil
+from mlops.labelling.access import LabelError, check_rater
 from mlops.labelling.generator import Generator
 
 MAX_PENDING = 1000  # pairs shown but not answered yet; the oldest are forgotten first
-MAX_RATER_LENGTH = 64
+MAX_UNDO = 1000  # answers that can still be undone; the oldest are forgotten first
 SOURCE = "label"
 
 
-class LabelError(DriftError):
-    """A request the page should not have sent (no rater name, an unknown choice)."""
-
-
 class AnsweredError(LabelError):
-    """A pair that was already answered or skipped, or was forgotten."""
+    """A pair that was already answered or skipped, or was forgotten; an answer already undone."""
 
 
 @dataclass
@@ -45,6 +53,7 @@ class Pending:
     prompt: str
     seeds: tuple[int, int]
     images: tuple  # two PIL images
+    shown_at: str  # when the pair was sent to the rater
 
 
 def _png_data_url(image) -> str:
@@ -52,16 +61,6 @@ def _png_data_url(image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def check_rater(name) -> str:
-    """The rater's name as recorded in the annotator column, or a LabelError saying what is wrong."""
-    name = str(name or "").strip()
-    if not name:
-        raise LabelError("enter your name before choosing: it is recorded with every choice")
-    if len(name) > MAX_RATER_LENGTH or not name.isprintable():
-        raise LabelError(f"a rater name is printable text of at most {MAX_RATER_LENGTH} characters")
-    return name
 
 
 class LabelSession:
@@ -73,6 +72,7 @@ class LabelSession:
         self.generator, self.prompts, self.out = generator, list(prompts), Path(out_dir)
         self._rng = random.Random(seed)
         self._pending: OrderedDict[str, Pending] = OrderedDict()
+        self._undo: OrderedDict[str, tuple[str, str]] = OrderedDict()  # handle -> (pair id, rater)
         self._lock = threading.Lock()
 
     def next_pair(self) -> dict:
@@ -83,15 +83,16 @@ class LabelSession:
         images = tuple(to_pil(img) for img in self.generator.images(prompt, seeds))
         token = uuid.uuid4().hex
         with self._lock:
-            self._pending[token] = Pending(prompt, seeds, images)
+            self._pending[token] = Pending(prompt, seeds, images, utc_now())
             while len(self._pending) > MAX_PENDING:
                 self._pending.popitem(last=False)
         return {"token": token, "prompt": prompt, "image_a": _png_data_url(images[0]),
                 "image_b": _png_data_url(images[1])}
 
-    def answer(self, token: str, choice: str, rater: str) -> str | None:
+    def answer(self, token: str, choice: str, rater: str) -> dict | None:
         """Record ``choice`` (first, second, tie) by ``rater`` for the pair ``token``, or forget
-        the pair on 'skip'. Returns the recorded pair id (None for a skip)."""
+        the pair on 'skip'. Returns the recorded pair id and the handle that undoes it (None for
+        a skip)."""
         if choice not in (*CHOICES, "skip"):
             raise LabelError(f"choice must be one of {', '.join(CHOICES)} or skip, got {choice!r}")
         rater = check_rater(rater) if choice != "skip" else rater
@@ -107,14 +108,45 @@ class LabelSession:
         row = {"pair_id": pair_id, "prompt": pair.prompt, "image_a": names[0], "image_b": names[1],
                "choice": choice, "annotator": rater, "timestamp": utc_now(), "seed_a": str(pair.seeds[0]),
                "seed_b": str(pair.seeds[1]), "model": self.generator.name, "model_version": self.generator.version,
-               "source": SOURCE}
+               "source": SOURCE, "shown_at": pair.shown_at}
         try:
             append_pairs(self.out, [row], dict(zip(names, pair.images)))
         except BaseException:
             with self._lock:  # not recorded: the rater may answer again
                 self._pending[str(token)] = pair
             raise
+        handle = uuid.uuid4().hex
+        with self._lock:
+            self._undo[handle] = (pair_id, rater)
+            while len(self._undo) > MAX_UNDO:
+                self._undo.popitem(last=False)
+        return {"pair_id": pair_id, "undo": handle}
+
+    def undo(self, handle: str, rater: str) -> str:
+        """Remove the answer ``handle`` stands for, if ``rater`` gave it and the data has not been
+        versioned since; returns its pair id."""
+        with preferences_lock(self.out) as out:  # held first, so that versioning waits or wins whole
+            with self._lock:
+                pair_id, who = self._undo.get(str(handle), (None, None))
+                if pair_id is None:
+                    raise AnsweredError("nothing to undo: that answer was undone already, or the data has been "
+                                        "versioned with dvc add since")
+                if who != rater:
+                    raise LabelError("only the rater who gave an answer can undo it")
+                del self._undo[str(handle)]
+            if not remove_pair_locked(out, pair_id, rater):
+                raise AnsweredError(f"answer {pair_id} is no longer in the preference data")
         return pair_id
+
+    def version(self) -> tuple[bool, str]:
+        """`dvc add` the preference folder (``dvc_add``); once versioned, answers given before can no
+        longer be undone."""
+
+        def forget_undo() -> None:
+            with self._lock:
+                self._undo.clear()
+
+        return dvc_add(self.out, forget_undo)
 
     def progress(self, rater: str | None = None) -> dict:
         """Pairs in the preference data, and those of ``rater``."""
@@ -128,10 +160,10 @@ class LabelSession:
                 "data": str(self.out / PAIRS_FILE)}
 
 
-def dvc_add(out_dir: str | Path) -> tuple[bool, str]:
+def dvc_add(out_dir: str | Path, on_versioned: Callable[[], None] | None = None) -> tuple[bool, str]:
     """`dvc add` the preference folder, as `make preferences` does, holding the folder's lock so
-    that no rater's row lands half-way through. Returns (done, message); a missing DVC repository
-    or a failing dvc changes nothing in the data."""
+    that no rater's row lands half-way through (``on_versioned`` runs under it once dvc succeeded).
+    Returns (done, message); a missing DVC repository or a failing dvc changes nothing in the data."""
     out = Path(out_dir).resolve()
     root = next((p for p in out.parents if (p / ".dvc").is_dir()), None)
     if not (out / PAIRS_FILE).is_file():
@@ -145,6 +177,8 @@ def dvc_add(out_dir: str | Path) -> tuple[bool, str]:
     with preferences_lock(out):
         done = subprocess.run([sys.executable, "-m", "dvc", "add", str(target)], cwd=root, capture_output=True,
                               text=True)
+        if done.returncode == 0 and on_versioned is not None:
+            on_versioned()
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
         return False, f"dvc add {target} failed ({detail[-1] if detail else 'no output'}): the data is kept"
