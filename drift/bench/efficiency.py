@@ -33,7 +33,7 @@ from drift.build import build_parts, build_trainer
 from drift.config import DriftConfig
 from drift.evaluation.matching import at_level
 from drift.models.base import T2IModel
-from drift.plots import _pyplot, _save_figure
+from drift.plots import pyplot, save_figure
 from drift.sampling.rollout import sample_generators, expand_groups, rollout
 from drift.sampling.window import sde_steps
 from diffusers.utils.torch_utils import randn_tensor
@@ -245,7 +245,7 @@ def write_outputs(out: Path, result: dict) -> None:
 def efficiency_plot(trajectories: dict[str, list[dict]], target: float, path: Path, title: str) -> Path:
     """Alignment against cumulative compute and wall time, and diversity against compute; the
     target (the baseline's final alignment) as a dashed line."""
-    fig, axes = _pyplot().subplots(1, 3, figsize=(15, 4.5), dpi=110)
+    fig, axes = pyplot().subplots(1, 3, figsize=(15, 4.5), dpi=110)
     panels = (("fpe", "alignment", "denoiser forward-pass equivalents (cumulative)"),
               ("seconds", "alignment", "training wall time, s (cumulative)"),
               ("fpe", "diversity", "denoiser forward-pass equivalents (cumulative)"))
@@ -259,7 +259,7 @@ def efficiency_plot(trajectories: dict[str, list[dict]], target: float, path: Pa
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def run_benchmark(bench: EfficiencyBenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path,
