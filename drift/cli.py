@@ -226,7 +226,9 @@ def cmd_bench_prompt_noise(args) -> int:
 
 def cmd_bench_pareto(args, tracker=None) -> int:
     """The benchmark; ``tracker`` (mlops.tracking.MlflowTracker from the console script) records it."""
-    from drift.bench.pareto import load_bench_config, parse_seeds, run_benchmark
+    from drift.bench.common import parse_seeds
+    from drift.bench.pareto import run_benchmark
+    from drift.config import load_bench_config
 
     seeds = parse_seeds(args.seeds)
     bench, base = load_bench_config(args.config, _parse_overrides(args.set))
@@ -241,8 +243,9 @@ def cmd_bench_pareto(args, tracker=None) -> int:
 
 def cmd_bench_efficiency(args, tracker=None) -> int:
     """Alignment against training compute; ``tracker`` as for ``cmd_bench_pareto``."""
-    from drift.bench.efficiency import EfficiencyBenchConfig, run_benchmark
-    from drift.bench.pareto import load_bench_config, parse_seeds
+    from drift.bench.common import parse_seeds
+    from drift.bench.efficiency import run_benchmark
+    from drift.config import EfficiencyBenchConfig, load_bench_config
 
     seeds = parse_seeds(args.seeds)
     bench, base = load_bench_config(args.config, _parse_overrides(args.set), schema=EfficiencyBenchConfig)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drift.bench.pareto import _run_key, compare, load_bench_config, parse_seeds, run_benchmark
+from drift.bench.common import parse_seeds
+from drift.bench.pareto import _run_key, compare, run_benchmark
+from drift.config import load_bench_config
 from drift.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -101,12 +103,34 @@ def test_reach_levels_and_gains_over_the_base_model():
     assert row["alignment_improvement_gain_at_matched_diversity"] > row["alignment_gain_at_matched_diversity"] > 0
 
 
+def test_a_level_is_reached_where_the_measured_alignment_first_crosses_it():
+    from drift.bench.common import reach
+
+    run = [{"iteration": 10 * i, "alignment": a, "diversity": d}
+           for i, (a, d) in enumerate(zip([5, 8, 6, 9], [0.4, 0.3, 0.2, 0.1]))]
+    keys = ("iteration", "diversity")
+    # after the dip, between the neighbours 6 and 9 (not from the earlier peak 8)
+    assert reach(run, 8.5, keys) == pytest.approx({"iteration": 20 + 10 * 2.5 / 3, "diversity": 0.2 - 0.1 * 2.5 / 3})
+    assert reach(run, 8, keys) == {"iteration": 10, "diversity": 0.3}
+    assert reach(run, 4, keys) == {"iteration": 0, "diversity": 0.4}  # there from the start
+    assert all(math.isnan(v) for v in reach(run, 9.5, keys).values())
+
+
 def test_a_typo_in_a_method_fails_before_training(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"base_config": str(ROOT / "configs/digits.yaml"), "methods": {
         "grpo": {"drift.subset.enabled": False}, "drift": {"drift.shaping.wieght": 2}}}))
     with pytest.raises(ConfigError, match="(?s)method .drift.*wieght"):
         load_bench_config(path)
+    # each benchmark takes only its own fields, and names a timed method it has
+    from drift.config import EfficiencyBenchConfig
+
+    for field, message in (({"max_iterations": 80}, "max_iterations: Extra inputs are not permitted"),
+                           ({"timing_method": "drift_window"}, "timing_method 'drift_window' is not one of the methods")):
+        path.write_text(yaml.safe_dump({"base_config": str(ROOT / "configs/digits.yaml"), **field,
+                                        "methods": {"grpo": {}, "drift": {}}}))
+        with pytest.raises(ConfigError, match=message):
+            load_bench_config(path, schema=EfficiencyBenchConfig)
 
 
 def test_prompt_distances_separate_phrasings_from_classes():
@@ -138,7 +162,8 @@ def test_prompt_noise_probe_measures_every_form_against_the_clean_prompt(testbed
 
 
 def test_efficiency_benchmark_smoke(testbed, tmp_path):
-    from drift.bench.efficiency import EfficiencyBenchConfig, run_benchmark as run_efficiency
+    from drift.bench.efficiency import run_benchmark as run_efficiency
+    from drift.config import EfficiencyBenchConfig
 
     committed = yaml.safe_load((ROOT / "configs/bench/digits_efficiency.yaml").read_text())
     bench, base = load_bench_config(smoke_config(testbed, tmp_path, committed, 2, timing_repeats=1),
@@ -151,7 +176,7 @@ def test_efficiency_benchmark_smoke(testbed, tmp_path):
     if grpo[-1]["alignment"] > grpo[0]["alignment"]:
         assert rows["grpo"]["fpe_ratio"] == [1.0]  # the baseline against itself
     else:  # two tiny iterations went down: the target is met at the start, where no compute was spent
-        assert math.isnan(rows["grpo"]["fpe_ratio"][0])
+        assert rows["grpo"]["fpe_ratio"] == [0.0]
     # the window trains 2 steps instead of half of 10: fewer passes per iteration
     assert rows["grpo_window"]["fpe_per_iteration_ratio"][0] < 0.8
     timing = result["rollout_timing"]

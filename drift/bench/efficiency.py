@@ -5,9 +5,10 @@ Every method trains from the same base model with the same prompts and rollout s
 iteration the trainer reports its cumulative denoiser passes and wall time, and every
 ``eval_every`` iterations the held-out alignment and diversity. The target is the baseline's
 (standard GRPO's) alignment after ``iterations`` iterations, per seed. For each method and seed,
-the compute, wall time and diversity where its trajectory first reaches that target are
-interpolated between the two evaluations that bracket it, and compared with the baseline's. The
-compute ratio splits into what an iteration costs and how many iterations the target takes:
+the compute, wall time and diversity where its trajectory first reaches that target
+(``drift.bench.common.reach``: interpolated between the two evaluations that bracket it) are
+compared with the baseline's. The compute ratio splits into what an iteration costs and how many
+iterations the target takes:
 
     fpe_to_target(m) / fpe_to_target(GRPO) = [fpe per iteration(m) / GRPO's] x [iterations(m) / GRPO's]
 
@@ -26,12 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from drift.bench.pareto import BenchConfig, NullTracker, publish
+from drift.bench.common import NullTracker, finite_stats, mean_trajectory, publish, ratio, reach
 from drift.build import build_parts, build_trainer
-from drift.config import DriftConfig
-from drift.evaluation.matching import at_level
+from drift.config import DriftConfig, EfficiencyBenchConfig
 from drift.models.base import T2IModel
 from drift.plots import pyplot, save_figure
 from drift.sampling.rollout import sample_generators, expand_groups, rollout
@@ -39,21 +38,6 @@ from drift.sampling.window import sde_steps
 from diffusers.utils.torch_utils import randn_tensor
 
 FPE, SECONDS = "compute/cum_forward_equivalents", "compute/cum_seconds"
-
-
-class EfficiencyBenchConfig(BenchConfig):
-    """configs/bench/*efficiency*.yaml: as the Pareto benchmark's, where a method may set its own
-    ``train.iterations`` (a cheaper method can run longer), plus the rollout timing."""
-
-    timing_method: str | None = None
-    """The windowed method whose rollout is timed against the plain sampler (None: no timing)."""
-    timing_repeats: int = Field(5, ge=1)
-    """Best of this many timed rollouts per sampler."""
-
-    def run_config(self, base: DriftConfig, method: str, seed: int) -> DriftConfig:
-        cfg = super().run_config(base, method, seed)
-        own = self.methods[method].get("train.iterations")
-        return cfg if own is None else cfg.with_overrides({"train.iterations": own})
 
 
 # -- the runs ------------------------------------------------------------------------------------
@@ -70,23 +54,6 @@ def train_with_compute(cfg: DriftConfig, tracker) -> list[dict]:
     return [{**p, "fpe": ledger[p["iteration"]][FPE], "seconds": ledger[p["iteration"]][SECONDS]} for p in trajectory]
 
 
-def reach(trajectory: list[dict], target: float) -> dict[str, float]:
-    """Iteration, compute, wall time and diversity where alignment first reaches ``target``
-    (interpolated between evaluations; NaN if it never does)."""
-    # Alignment running maximum: "reached" means first crossing, even if it dips afterwards.
-    xs = np.maximum.accumulate([p["alignment"] for p in trajectory]).tolist()
-    return {k: at_level(xs, [p[k] for p in trajectory], target) for k in ("iteration", "fpe", "seconds", "diversity")}
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
 def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, iterations: int) -> dict:
     """Per method: the baseline's target reached where, at what cost, relative to the baseline."""
     seeds = sorted(trajectories[baseline])
@@ -94,27 +61,22 @@ def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, itera
     targets = {s: base_end[s]["alignment"] for s in seeds}
     table = []
     for name, runs in trajectories.items():
-        hit = {s: reach(runs[s], targets[s]) for s in seeds}
+        hit = {s: reach(runs[s], targets[s], ("iteration", "fpe", "seconds", "diversity")) for s in seeds}
         per_iteration = {s: runs[s][-1]["fpe"] / runs[s][-1]["iteration"] for s in seeds}
         base_per_iteration = {s: base_end[s]["fpe"] / iterations for s in seeds}
         row = {"method": name, "reached": sum(math.isfinite(hit[s]["fpe"]) for s in seeds), "seeds": len(seeds)}
         for key in ("iteration", "fpe", "seconds", "diversity"):
             row[key] = [hit[s][key] for s in seeds]
-            row[f"{key}_ratio"] = [_ratio(hit[s][key], base_end[s][key]) for s in seeds]
+            row[f"{key}_ratio"] = [ratio(hit[s][key], base_end[s][key]) for s in seeds]
         row["fpe_per_iteration"] = [per_iteration[s] for s in seeds]
-        row["fpe_per_iteration_ratio"] = [_ratio(per_iteration[s], base_per_iteration[s]) for s in seeds]
+        row["fpe_per_iteration_ratio"] = [ratio(per_iteration[s], base_per_iteration[s]) for s in seeds]
         row["final_alignment"] = [runs[s][-1]["alignment"] for s in seeds]
         row["final_iteration"] = runs[seeds[0]][-1]["iteration"]
-        row["mean"] = {k: _mean(v) for k, v in row.items() if isinstance(v, list)}
+        row["mean"] = {k: finite_stats(v)["mean"] for k, v in row.items() if isinstance(v, list)}
         table.append(row)
     return {"targets": targets, "baseline_diversity": {s: base_end[s]["diversity"] for s in seeds}, "table": table,
-            "mean_trajectories": {name: mean_trajectory(runs) for name, runs in trajectories.items()}}
-
-
-def mean_trajectory(runs: dict[int, list[dict]]) -> list[dict]:
-    """Checkpoint-wise mean over seeds (the runs of a method share the evaluation schedule)."""
-    keys = ("iteration", "alignment", "diversity", "fpe", "seconds")
-    return [{k: float(np.mean([p[k] for p in pts])) for k in keys} for pts in zip(*runs.values())]
+            "mean_trajectories": {name: mean_trajectory(runs, ("alignment", "diversity", "fpe", "seconds"))
+                                  for name, runs in trajectories.items()}}
 
 
 # -- rollout timing ------------------------------------------------------------------------------
@@ -193,12 +155,12 @@ def time_rollouts(cfg: DriftConfig, repeats: int) -> dict[str, float]:
 # -- outputs -------------------------------------------------------------------------------------
 def _fmt(values: list[float], fmt: str, unit: str = "", pct: bool = False) -> str:
     """mean ± std over the seeds that got there; a ratio as a percentage change with ``pct``."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
+    stats, reached = finite_stats(values), sum(map(math.isfinite, values))
+    if not reached:
         return "not reached"
-    mean, std = float(np.mean(finite)), float(np.std(finite))
+    mean, std = stats["mean"], stats["std"]
     text = f"{100 * (mean - 1):+.0f}% ± {100 * std:.0f}" if pct else f"{mean:{fmt}}{unit} ± {std:{fmt}}"
-    return text + (f" ({len(finite)}/{len(values)} seeds)" if len(finite) < len(values) else "")
+    return text + (f" ({reached}/{len(values)} seeds)" if reached < len(values) else "")
 
 
 COLUMNS = ("iteration", "fpe", "fpe_ratio", "fpe_per_iteration_ratio", "iteration_ratio", "seconds",
@@ -289,4 +251,4 @@ def run_benchmark(bench: EfficiencyBenchConfig, base: DriftConfig, seeds: list[i
     return result
 
 
-__all__ = ["EfficiencyBenchConfig", "plain_sample", "run_benchmark", "time_rollouts"]
+__all__ = ["analyse", "plain_sample", "run_benchmark", "time_rollouts"]

@@ -20,116 +20,21 @@ import multiprocessing
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drift.bench.common import NullTracker, finite_stats, mean_trajectory, publish, ratio, reach
 from drift.build import build_trainer
-from drift.config import DriftConfig, describe_validation_error, load_config
-from drift.errors import ConfigError
-from drift.evaluation.matching import at_level, matched_comparison, pareto_front
+from drift.config import DriftConfig, ParetoBenchConfig
+from drift.evaluation.matching import matched_comparison, pareto_front
 from drift.evaluation.protocol import fingerprint
 from drift.plots import trajectory_plot
 
 
-class BenchConfig(BaseModel):
-    """configs/bench/*.yaml: the base run configuration and each method as overrides of it."""
-
-    model_config = ConfigDict(extra="forbid")
-    base_config: Path
-    iterations: int = Field(60, ge=1, description="the training budget every comparison is made at")
-    eval_every: int = Field(5, ge=1)
-    levels: int = Field(5, ge=1, description="matched levels per comparison")
-    baseline: str = "grpo"
-    reach_fractions: list[float] = Field(default_factory=lambda: [0.9, 1.0], min_length=1,
-                                         description="levels, as fractions of the baseline's final alignment "
-                                                     "(same seed), where each method's iterations, diversity "
-                                                     "and coverage are reported")
-    max_iterations: int | None = Field(None, ge=1, description="methods that have not reached the highest "
-                                       "reach level after `iterations` train on, eval_every at a time, until "
-                                       "they do or reach this cap; None: no extension")
-    base_overrides: dict[str, Any] = Field(default_factory=dict)
-    methods: dict[str, dict[str, Any]] = Field(..., min_length=2)
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.baseline not in self.methods:
-            raise ValueError(f"baseline '{self.baseline}' is not one of the methods ({', '.join(self.methods)})")
-        if self.max_iterations is not None and self.max_iterations < self.iterations:
-            raise ValueError(f"max_iterations ({self.max_iterations}) is below iterations ({self.iterations})")
-        if any(not 0 < f <= 1.5 for f in self.reach_fractions):
-            raise ValueError(f"reach_fractions must lie in (0, 1.5], got {self.reach_fractions}")
-        return self
-
-    def run_config(self, base: DriftConfig, method: str, seed: int) -> DriftConfig:
-        """The run configuration of one method and seed: the base plus the method's overrides."""
-        return base.with_overrides({**self.methods[method], "run.seed": seed, "train.iterations": self.iterations,
-                                    "eval.every": self.eval_every})
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``--seeds``: a count N (the seeds 0 .. N-1) or an explicit comma-separated list ('100,101,102';
-    one explicit seed as '100,')."""
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()] if "," in text else list(range(int(text)))
-    except ValueError:
-        raise ConfigError(f"--seeds expects a count (3) or a comma-separated list of seeds (100,101,102), "
-                          f"got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds needs at least one seed, all distinct and non-negative, got {text!r}")
-    return seeds
-
-
-def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None,
-                      schema: type[BenchConfig] = BenchConfig) -> tuple[BenchConfig, DriftConfig]:
-    """The benchmark config (a ``schema``) and its validated base run config; every method's
-    overrides are validated up front, so a typo fails before hours of training."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"benchmark configuration {path} does not exist")
-    try:
-        bench = schema.model_validate({**(yaml.safe_load(path.read_text()) or {}), **(overrides or {})})
-    except ValidationError as err:
-        raise ConfigError(describe_validation_error(err, str(path))) from None
-    base = load_config(bench.base_config, bench.base_overrides)
-    for name in bench.methods:
-        try:
-            bench.run_config(base, name, seed=0)
-        except ConfigError as err:
-            raise ConfigError(f"method '{name}' in {path}: {err}") from None
-    return bench, base
-
-
-class NullTracker:
-    """Tracking interface of the benchmark; the MLflow adapter lives in mlops/tracking.py."""
-
-    @contextmanager
-    def run(self, name: str, params: dict, nested: bool = False):
-        yield
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_artifact(self, path: str | Path) -> None:
-        pass
-
-
 def _mean_over_levels(rows: list[dict], key: str = "gain") -> float:
-    gains = [r[key] for r in rows if math.isfinite(r[key])]
-    return float(np.mean(gains)) if gains else math.nan
-
-
-def _stats(values: list[float]) -> dict:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return {"mean": math.nan, "std": math.nan, "min": math.nan, "per_seed": values}
-    return {"mean": float(np.mean(finite)), "std": float(np.std(finite)), "min": float(np.min(finite)),
-            "per_seed": values}
+    return finite_stats([r[key] for r in rows])["mean"]
 
 
 EVAL_METRICS = ("alignment", "diversity", "vendi", "precision", "recall", "frechet")
@@ -140,36 +45,20 @@ def within_budget(trajectory: list[dict], iterations: int) -> list[dict]:
     return [p for p in trajectory if p["iteration"] <= iterations]
 
 
-def mean_trajectory(runs: dict[int, list[dict]]) -> list[dict]:
-    """Checkpoint-wise mean over seeds of the metrics every run has (runs share the evaluation schedule)."""
-    per_seed = list(runs.values())
-    keys = [k for k in EVAL_METRICS if all(k in t[0] for t in per_seed)]
-    return [{"iteration": pts[0]["iteration"], **{k: float(np.mean([p[k] for p in pts])) for k in keys}}
-            for pts in zip(*per_seed)]
-
-
-def at_alignment(trajectory: list[dict], level: float) -> dict[str, float]:
-    """Where a trajectory first reaches alignment ``level``: the (interpolated) iteration and every
-    other metric there; NaN throughout if it never does."""
-    xs = [p["alignment"] for p in trajectory]
-    return {k: at_level(xs, [p[k] for p in trajectory], level) for k in ("iteration", *EVAL_METRICS)
-            if k in trajectory[0] and k != "alignment"}
-
-
 def reach_table(run: list[dict], baseline: list[dict], iterations: int, fractions: list[float]) -> dict[str, float]:
     """For each fraction f of the baseline's final alignment A (at ``iterations``): the iterations the
     method needs to reach f A, its diversity and coverage there, and their ratio to the baseline's
     when the baseline passed the same level."""
     final = within_budget(baseline, iterations)[-1]["alignment"]
+    metrics = [k for k in ("diversity", *COVERAGE) if k in run[0]]
     out = {}
     for f in fractions:
-        mine, theirs = at_alignment(run, f * final), at_alignment(baseline, f * final)
+        mine, theirs = reach(run, f * final, ["iteration", *metrics]), reach(baseline, f * final, metrics)
         tag = f"{round(100 * f)}"
         out[f"iterations_to_{tag}"] = mine["iteration"]
-        for k in ("diversity", *COVERAGE):
-            if k in mine:
-                out[f"{k}_at_{tag}"] = mine[k]
-                out[f"{k}_ratio_at_{tag}"] = mine[k] / theirs[k] if theirs[k] else math.nan
+        for k in metrics:
+            out[f"{k}_at_{tag}"] = mine[k]
+            out[f"{k}_ratio_at_{tag}"] = ratio(mine[k], theirs[k])
     return out
 
 
@@ -195,8 +84,8 @@ def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, level
     table = []
     for name, runs in trajectories.items():
         per_seed = [compare(runs[s], base_runs[s], iterations, levels, fractions) for s in sorted(runs)]
-        table.append({"method": name, **{k: _stats([c[k] for c in per_seed]) for k in per_seed[0]}})
-    means = {name: mean_trajectory({s: within_budget(t, iterations) for s, t in runs.items()})
+        table.append({"method": name, **{k: finite_stats([c[k] for c in per_seed]) for k in per_seed[0]}})
+    means = {name: mean_trajectory({s: within_budget(t, iterations) for s, t in runs.items()}, EVAL_METRICS)
              for name, runs in trajectories.items()}
     points = [(name, p) for name, traj in means.items() for p in traj[1:]]
     front = [points[i] for i in pareto_front([(p["alignment"], p["diversity"]) for _, p in points])]
@@ -278,7 +167,7 @@ def write_outputs(out: Path, result: dict) -> None:
                     title=f"{result['iterations']} iterations, mean of seeds {', '.join(map(str, result['seeds']))}")
 
 
-def train_run(bench: BenchConfig, cfg: DriftConfig, target: float | None, callback, progress: bool) -> list[dict]:
+def train_run(bench: ParetoBenchConfig, cfg: DriftConfig, target: float | None, callback, progress: bool) -> list[dict]:
     """One method on one seed for the budget; then, if ``target`` is given and not reached, on
     ``eval_every`` iterations at a time until its alignment reaches it or ``max_iterations``."""
     trainer = build_trainer(cfg)
@@ -290,7 +179,7 @@ def train_run(bench: BenchConfig, cfg: DriftConfig, target: float | None, callba
     return trajectory
 
 
-def _run_key(cfg: DriftConfig, target: float | None, bench: BenchConfig) -> str:
+def _run_key(cfg: DriftConfig, target: float | None, bench: ParetoBenchConfig) -> str:
     """What determines a run's trajectory: its run configuration, with the files it names (base
     model, prompts, reward checkpoints) by content, and how far it trains on."""
     config = cfg.model_dump(mode="json")
@@ -305,7 +194,7 @@ def load_runs(out: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _train_job(bench: BenchConfig, cfg: DriftConfig, target: float | None, threads: int | None,
+def _train_job(bench: ParetoBenchConfig, cfg: DriftConfig, target: float | None, threads: int | None,
                progress: bool) -> dict:
     """One run, in this process or a worker's: its trajectory, its per-iteration metrics (logged to
     the tracker by the parent) and its training time. ``threads`` sets torch's threads in a worker."""
@@ -317,7 +206,7 @@ def _train_job(bench: BenchConfig, cfg: DriftConfig, target: float | None, threa
     return {"trajectory": trajectory, "metrics": metrics, "seconds": time.perf_counter() - start}
 
 
-def _runs_to_train(bench: BenchConfig, base: DriftConfig, seeds: list[int], methods: list[str],
+def _runs_to_train(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int], methods: list[str],
                    trajectories: dict, recorded: dict) -> dict:
     """The runs of ``methods`` on ``seeds`` that must train, as run id -> (method, seed, run key, run
     configuration, reach target); the ones ``recorded`` with the same key go into ``trajectories``."""
@@ -337,7 +226,7 @@ def _runs_to_train(bench: BenchConfig, base: DriftConfig, seeds: list[int], meth
     return pending
 
 
-def _train(bench: BenchConfig, pending: dict, pool: ProcessPoolExecutor | None, workers: int, progress: bool):
+def _train(bench: ParetoBenchConfig, pending: dict, pool: ProcessPoolExecutor | None, workers: int, progress: bool):
     """(run id, ``_train_job`` result) of each pending run as it finishes: one after the other in this
     process, or all at once in ``pool`` of ``workers`` processes."""
     if pool is None:
@@ -352,7 +241,7 @@ def _train(bench: BenchConfig, pending: dict, pool: ProcessPoolExecutor | None, 
         yield futures[future], future.result()
 
 
-def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path, tracker=None,
+def run_benchmark(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path, tracker=None,
                   progress: bool = True, resume: bool = False, workers: int = 1) -> dict:
     """Every method on every seed (the baseline on every seed first, since the others may train on
     to its final alignment), the analysis, and the outputs in ``out_dir``. Each finished run is
@@ -403,14 +292,4 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_d
     return result
 
 
-def publish(out: Path, result: dict, write_outputs, plot: str, tracker) -> None:
-    """A benchmark's outputs: its tables and ``plot`` (by ``write_outputs``), the trajectories, and
-    summary.json (everything but the trajectories); all logged to the tracker."""
-    write_outputs(out, result)
-    (out / "trajectories.json").write_text(json.dumps(result["trajectories"], indent=2))
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in result.items() if k != "trajectories"}, indent=2))
-    for name in ("table.md", "table.csv", plot, "trajectories.json", "summary.json"):
-        tracker.log_artifact(out / name)
-
-
-__all__ = ["BenchConfig", "NullTracker", "load_bench_config", "parse_seeds", "publish", "run_benchmark"]
+__all__ = ["analyse", "compare", "run_benchmark", "write_outputs"]
