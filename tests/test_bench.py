@@ -74,6 +74,21 @@ def test_pareto_benchmark_smoke(testbed, tmp_path):
     assert _run_key(moved, None, bench) != before
 
 
+def test_resuming_a_benchmark_whose_baseline_phase_is_recorded(testbed, tmp_path):
+    committed = yaml.safe_load((ROOT / "configs/bench/digits_pareto.yaml").read_text())
+    committed["methods"] = {k: committed["methods"][k] for k in ("grpo", "drift")}
+    bench, base = load_bench_config(smoke_config(testbed, tmp_path, committed, 2, iterations=1, max_iterations=None))
+    out = tmp_path / "out"
+    first = run_benchmark(bench, base, seeds=[5], out_dir=out, progress=False)
+    baseline = json.loads((out / "runs.json").read_text())["grpo/seed5"]
+    for workers in (1, 2):
+        (out / "runs.json").write_text(json.dumps({"grpo/seed5": baseline}))  # interrupted after the first phase
+        again = run_benchmark(bench, base, seeds=[5], out_dir=out, progress=False, resume=True, workers=workers)
+        assert json.loads((out / "runs.json").read_text())["grpo/seed5"] == baseline  # reused, not trained again
+        for a, b in zip(again["trajectories"]["drift"][5], first["trajectories"]["drift"][5], strict=True):
+            assert a == pytest.approx(b, rel=1e-3, abs=1e-4)
+
+
 def test_seeds_are_a_count_or_a_list():
     assert parse_seeds("3") == [0, 1, 2]
     assert parse_seeds("100,101,102") == [100, 101, 102]

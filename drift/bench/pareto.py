@@ -229,6 +229,8 @@ def _runs_to_train(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int]
 def _train(bench: ParetoBenchConfig, pending: dict, pool: ProcessPoolExecutor | None, workers: int, progress: bool):
     """(run id, ``_train_job`` result) of each pending run as it finishes: one after the other in this
     process, or all at once in ``pool`` of ``workers`` processes."""
+    if not pending:  # a resumed benchmark with this phase recorded
+        return
     if pool is None:
         for run_id, (*_, cfg, target) in pending.items():
             yield run_id, _train_job(bench, cfg, target, None, progress)
