@@ -74,7 +74,7 @@ def test_pareto_benchmark_smoke(testbed, tmp_path):
     assert _run_key(moved, None, bench) != before
 
 
-def test_resuming_a_benchmark_whose_baseline_phase_is_recorded(testbed, tmp_path):
+def test_resuming_a_benchmark_whose_baseline_phase_is_recorded(testbed, tmp_path, capsys):
     committed = yaml.safe_load((ROOT / "configs/bench/digits_pareto.yaml").read_text())
     committed["methods"] = {k: committed["methods"][k] for k in ("grpo", "drift")}
     bench, base = load_bench_config(smoke_config(testbed, tmp_path, committed, 2, iterations=1, max_iterations=None))
@@ -83,10 +83,43 @@ def test_resuming_a_benchmark_whose_baseline_phase_is_recorded(testbed, tmp_path
     baseline = json.loads((out / "runs.json").read_text())["grpo/seed5"]
     for workers in (1, 2):
         (out / "runs.json").write_text(json.dumps({"grpo/seed5": baseline}))  # interrupted after the first phase
-        again = run_benchmark(bench, base, seeds=[5], out_dir=out, progress=False, resume=True, workers=workers)
+        again = run_benchmark(bench, base, seeds=[5], out_dir=out, resume=True, workers=workers)
         assert json.loads((out / "runs.json").read_text())["grpo/seed5"] == baseline  # reused, not trained again
         for a, b in zip(again["trajectories"]["drift"][5], first["trajectories"]["drift"][5], strict=True):
             assert a == pytest.approx(b, rel=1e-3, abs=1e-4)
+        # progress lines (stderr is not a terminal here); with two workers the run's start and its
+        # iterations are reported from the worker process
+        err = capsys.readouterr().err
+        assert "reusing grpo/seed5" in err and "drift/seed5 started" in err and "drift/seed5 done in" in err
+        assert "runs 2/2 done, iterations 1/1, about 00:00 left" in err
+
+
+def test_progress_shows_runs_iterations_and_the_time_left():
+    import io
+
+    from drift.bench.common import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream in (io.StringIO(), Terminal()):
+        shown = Progress({"grpo/seed0": 4, "drift/seed0": 4}, every=0, stream=stream)
+        shown.reuse("grpo/seed0")  # recorded earlier: done, and out of the work left
+        shown.advance("drift/seed0", 0)
+        shown.advance("drift/seed0", 2)
+        if isinstance(stream, Terminal):  # a bar, redrawn in place
+            assert "\r" in stream.getvalue() and "runs 1/2:  50%" in stream.getvalue()
+            assert "2/4 [" in stream.getvalue() and "drift/seed0 at 2" in stream.getvalue()
+        else:  # a line per change here (every=0)
+            assert "runs 1/2 done, iterations 2/4, about 00:00 left; running drift/seed0 at 2\n" in stream.getvalue()
+        shown.advance("drift/seed0", 6)  # trained on past its budget: the total grows
+        shown.finish("drift/seed0", 1.0)
+        shown.close()
+        text = stream.getvalue()
+        assert "drift/seed0 started" in text and "drift/seed0 done in 1 s" in text
+        assert ("runs 2/2: 100%" in text and "6/6 [" in text) if isinstance(stream, Terminal) else \
+            text.endswith("runs 2/2 done, iterations 6/6, about 00:00 left\n")
 
 
 def test_seeds_are_a_count_or_a_list():

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from drift.errors import ConfigError
+from drift.logs import quiet_libraries
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -113,7 +114,8 @@ class Progress:
     ``planned`` is each run's budget in iterations. A run that trains on past it (the Pareto
     benchmark's extension) adds its extra iterations as it goes, so the estimate does not foresee
     extensions; a run recorded earlier and reused (``reuse``) leaves the work to do. Nothing is shown
-    unless ``enabled``."""
+    unless ``enabled``; when it is, the libraries' own bars (a pipeline's loading, once per run) are
+    silenced, as they would break the bar and the lines."""
 
     def __init__(self, planned: dict[str, int], enabled: bool = True, every: float = 30.0,
                  stream: TextIO | None = None):
@@ -123,6 +125,8 @@ class Progress:
         self.done: set[str] = set()
         self.enabled, self.every = enabled, every
         self.stream = stream or sys.stderr
+        if enabled:
+            quiet_libraries()
         self.start = self.last_line = time.perf_counter()
         self.bar = None
         if enabled and self.stream.isatty():

@@ -22,13 +22,16 @@ import csv
 import math
 import platform
 import time
+from collections.abc import Callable
+from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from drift.bench.common import NullTracker, finite_stats, mean_trajectory, publish, ratio, reach
+from drift.bench.common import NullTracker, Progress, finite_stats, mean_trajectory, publish, ratio, reach
 from drift.build import build_parts, build_trainer
 from drift.config import DriftConfig, EfficiencyBenchConfig
 from drift.models.base import T2IModel
@@ -41,12 +44,14 @@ FPE, SECONDS = "compute/cum_forward_equivalents", "compute/cum_seconds"
 
 
 # -- the runs ------------------------------------------------------------------------------------
-def train_with_compute(cfg: DriftConfig, tracker) -> list[dict]:
-    """Train one run; its evaluation trajectory with the cumulative compute at each checkpoint."""
+def train_with_compute(cfg: DriftConfig, tracker, advance: Callable[[int], None]) -> list[dict]:
+    """Train one run, calling ``advance(iteration)`` after each iteration; its evaluation trajectory
+    with the cumulative compute at each checkpoint."""
     ledger: dict[int, dict[str, float]] = {0: {FPE: 0.0, SECONDS: 0.0}}
 
     def callback(metrics: dict[str, float], iteration: int) -> None:
         tracker.log_metrics(metrics, iteration)
+        advance(iteration)
         if FPE in metrics:
             ledger[iteration] = {k: v for k, v in metrics.items() if k.startswith("compute/")}
 
@@ -226,24 +231,29 @@ def efficiency_plot(trajectories: dict[str, list[dict]], target: float, path: Pa
 
 def run_benchmark(bench: EfficiencyBenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path,
                   tracker=None, progress: bool = True) -> dict[str, Any]:
+    """Every method on every seed, one run after the other, the rollout timing, the analysis, and
+    the outputs in ``out_dir``. With ``progress``, each run's start and end and the time left on
+    stderr (``drift.bench.common.Progress``)."""
     tracker = tracker or NullTracker()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     trajectories: dict[str, dict[int, list[dict]]] = {name: {} for name in bench.methods}
-    with tracker.run("efficiency-benchmark", {"seeds": ",".join(map(str, seeds)), "iterations": bench.iterations,
-                                              "methods": ",".join(bench.methods)}):
-        for seed in seeds:
-            for name in bench.methods:
-                cfg = bench.run_config(base, name, seed)
-                if progress:
-                    print(f"[{time.perf_counter() - start:6.0f} s] {name}, seed {seed}", flush=True)
-                with tracker.run(f"{name}/seed{seed}", {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
-                    trajectories[name][seed] = train_with_compute(cfg, tracker)
+    runs = {(name, seed): bench.run_config(base, name, seed) for seed in seeds for name in bench.methods}
+    with closing(Progress({f"{n}/seed{s}": cfg.train.iterations for (n, s), cfg in runs.items()}, progress)) as shown, \
+            tracker.run("efficiency-benchmark", {"seeds": ",".join(map(str, seeds)), "iterations": bench.iterations,
+                                                 "methods": ",".join(bench.methods)}):
+        for (name, seed), cfg in runs.items():
+            run_id, run_start = f"{name}/seed{seed}", time.perf_counter()
+            shown.advance(run_id, 0)
+            with tracker.run(run_id, {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
+                trajectories[name][seed] = train_with_compute(cfg, tracker, partial(shown.advance, run_id))
+            shown.finish(run_id, time.perf_counter() - run_start)
         result = {"baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
                   "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
                   "trajectories": trajectories, "analysis": analyse(trajectories, bench.baseline, bench.iterations)}
         if bench.timing_method is not None:
+            shown.message(f"timing the rollouts of {bench.timing_method} ({bench.timing_repeats} rounds)")
             result["rollout_timing"] = time_rollouts(bench.run_config(base, bench.timing_method, seeds[0]),
                                                      bench.timing_repeats)
         result["wall_seconds"] = time.perf_counter() - start

@@ -18,18 +18,20 @@ import json
 import math
 import multiprocessing
 import platform
+import queue
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import ExitStack
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import torch
 
-from drift.bench.common import NullTracker, finite_stats, mean_trajectory, publish, ratio, reach
+from drift.bench.common import NullTracker, Progress, finite_stats, mean_trajectory, publish, ratio, reach
 from drift.build import build_trainer
 from drift.config import DriftConfig, ParetoBenchConfig
 from drift.evaluation.matching import matched_comparison, pareto_front
 from drift.evaluation.protocol import fingerprint
+from drift.logs import quiet_libraries
 from drift.plots import trajectory_plot
 
 
@@ -167,15 +169,14 @@ def write_outputs(out: Path, result: dict) -> None:
                     title=f"{result['iterations']} iterations, mean of seeds {', '.join(map(str, result['seeds']))}")
 
 
-def train_run(bench: ParetoBenchConfig, cfg: DriftConfig, target: float | None, callback, progress: bool) -> list[dict]:
+def train_run(bench: ParetoBenchConfig, cfg: DriftConfig, target: float | None, callback) -> list[dict]:
     """One method on one seed for the budget; then, if ``target`` is given and not reached, on
     ``eval_every`` iterations at a time until its alignment reaches it or ``max_iterations``."""
     trainer = build_trainer(cfg)
-    trajectory = trainer.train(callback=callback, progress=progress)
+    trajectory = trainer.train(callback=callback)
     cap = bench.max_iterations or bench.iterations
     while target is not None and max(p["alignment"] for p in trajectory) < target and trainer.iteration < cap:
-        trajectory = trainer.train(callback=callback, progress=progress,
-                                   until=min(trainer.iteration + bench.eval_every, cap))
+        trajectory = trainer.train(callback=callback, until=min(trainer.iteration + bench.eval_every, cap))
     return trajectory
 
 
@@ -194,16 +195,39 @@ def load_runs(out: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _train_job(bench: ParetoBenchConfig, cfg: DriftConfig, target: float | None, threads: int | None,
-               progress: bool) -> dict:
+def _train_job(run_id: str, bench: ParetoBenchConfig, cfg: DriftConfig, target: float | None, report) -> dict:
     """One run, in this process or a worker's: its trajectory, its per-iteration metrics (logged to
-    the tracker by the parent) and its training time. ``threads`` sets torch's threads in a worker."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+    the tracker by the parent) and its training time. ``report(run_id, iteration)`` as it starts
+    (iteration 0) and after every iteration."""
     metrics: list[tuple[int, dict]] = []
+
+    def callback(values: dict[str, float], iteration: int) -> None:
+        metrics.append((iteration, values))
+        report(run_id, iteration)
+
     start = time.perf_counter()
-    trajectory = train_run(bench, cfg, target, lambda m, it: metrics.append((it, m)), progress)
+    report(run_id, 0)
+    trajectory = train_run(bench, cfg, target, callback)
     return {"trajectory": trajectory, "metrics": metrics, "seconds": time.perf_counter() - start}
+
+
+_reports = None  # in a worker process: the queue its runs report their iterations to
+
+
+def _start_worker(reports) -> None:
+    global _reports
+    _reports = reports
+    quiet_libraries()  # the worker's output goes to the parent's stream, between its progress lines
+
+
+def _worker_job(run_id: str, bench: ParetoBenchConfig, cfg: DriftConfig, target: float | None, threads: int) -> dict:
+    """``_train_job`` in a worker process with ``threads`` torch threads, reporting to the parent;
+    the run's reports end with (run id, None)."""
+    torch.set_num_threads(threads)
+    try:
+        return _train_job(run_id, bench, cfg, target, lambda *report: _reports.put(report))
+    finally:
+        _reports.put((run_id, None))
 
 
 def _runs_to_train(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int], methods: list[str],
@@ -226,21 +250,33 @@ def _runs_to_train(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int]
     return pending
 
 
-def _train(bench: ParetoBenchConfig, pending: dict, pool: ProcessPoolExecutor | None, workers: int, progress: bool):
+def _train(bench: ParetoBenchConfig, pending: dict, pool: ProcessPoolExecutor | None, reports, workers: int,
+           progress: Progress):
     """(run id, ``_train_job`` result) of each pending run as it finishes: one after the other in this
-    process, or all at once in ``pool`` of ``workers`` processes."""
+    process, or all at once in ``pool`` of ``workers`` processes, whose iterations come back on
+    ``reports``; either way shown by ``progress``."""
     if not pending:  # a resumed benchmark with this phase recorded
         return
     if pool is None:
         for run_id, (*_, cfg, target) in pending.items():
-            yield run_id, _train_job(bench, cfg, target, None, progress)
+            yield run_id, _train_job(run_id, bench, cfg, target, progress.advance)
         return
     # fewer runs than workers (the baseline on one seed): each takes a larger share of the threads
     threads = max(1, torch.get_num_threads() // min(workers, len(pending)))
-    futures = {pool.submit(_train_job, bench, cfg, target, threads, False): run_id
+    futures = {pool.submit(_worker_job, run_id, bench, cfg, target, threads): run_id
                for run_id, (*_, cfg, target) in pending.items()}
-    for future in as_completed(futures):
-        yield futures[future], future.result()
+    reported = set()  # runs whose reports have all arrived: a result is yielded after its run's reports
+    while futures:
+        try:
+            run_id, iteration = reports.get(timeout=1.0)
+            if iteration is None:
+                reported.add(run_id)
+            else:
+                progress.advance(run_id, iteration)
+        except queue.Empty:
+            progress.refresh()
+        for future in [f for f, r in futures.items() if f.done() and (r in reported or f.exception())]:
+            yield futures.pop(future), future.result()
 
 
 def run_benchmark(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path, tracker=None,
@@ -250,7 +286,9 @@ def run_benchmark(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int],
     recorded in ``out_dir``/runs.json with its configuration; with ``resume``, runs recorded there
     with the same configuration and extension are reused instead of trained again. With
     ``workers`` > 1, runs train in that many processes at once, sharing torch's threads equally (the
-    same runs as one at a time, up to the rounding differences of another thread count)."""
+    same runs as one at a time, up to the rounding differences of another thread count). With
+    ``progress``, the runs done, the iterations done across workers and the time left on stderr
+    (``drift.bench.common.Progress``)."""
     tracker = tracker or NullTracker()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -258,19 +296,27 @@ def run_benchmark(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int],
     recorded = load_runs(out) if resume else {}
     trajectories: dict[str, dict[int, list[dict]]] = {name: {} for name in bench.methods}
     with ExitStack() as stack:
-        pool = None
+        shown = stack.enter_context(closing(Progress(
+            {f"{name}/seed{seed}": bench.iterations for name in bench.methods for seed in seeds}, progress)))
+        pool = reports = None
         if workers > 1:
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            context = multiprocessing.get_context("spawn")
+            reports = context.Queue()
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(reports,))
             stack.callback(pool.shutdown, cancel_futures=True)  # an error or Ctrl-C drops the queued runs
         stack.enter_context(tracker.run("pareto-benchmark", {
             "seeds": ",".join(map(str, seeds)), "iterations": bench.iterations, "max_iterations": bench.max_iterations,
             "methods": ",".join(bench.methods), "workers": workers}))
         for phase in ([bench.baseline], [m for m in bench.methods if m != bench.baseline]):
             pending = _runs_to_train(bench, base, seeds, phase, trajectories, recorded)
-            if pending and progress:
-                print(f"[{time.perf_counter() - start:6.0f} s] training {', '.join(pending)} ({workers} at a time)",
-                      flush=True)
-            for run_id, run in _train(bench, pending, pool, workers, progress):
+            reused = [f"{name}/seed{seed}" for name in phase for seed in seeds if f"{name}/seed{seed}" not in pending]
+            for run_id in reused:
+                shown.reuse(run_id)
+            if reused:
+                shown.message(f"reusing {', '.join(reused)} from {out / 'runs.json'}")
+            if pending:
+                shown.message(f"training {', '.join(pending)} ({workers} at a time)")
+            for run_id, run in _train(bench, pending, pool, reports, workers, shown):
                 name, seed, key, *_ = pending[run_id]
                 with tracker.run(run_id, {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
                     for iteration, metrics in run["metrics"]:
@@ -278,8 +324,7 @@ def run_benchmark(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int],
                 trajectories[name][seed] = run["trajectory"]
                 recorded[run_id] = {"key": key, "seconds": run["seconds"], "trajectory": run["trajectory"]}
                 (out / "runs.json").write_text(json.dumps(recorded))
-                if progress:
-                    print(f"[{time.perf_counter() - start:6.0f} s] {run_id} done in {run['seconds']:.0f} s", flush=True)
+                shown.finish(run_id, run["seconds"])
         result = {
             "baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
             "max_iterations": bench.max_iterations, "reach_fractions": bench.reach_fractions,
