@@ -119,8 +119,8 @@ def markdown_tables(result: dict) -> list[str]:
         f"{base} on the same seed (mean ± std over seeds). Alignment at matched diversity as the ratio of "
         "alignments, and as the ratio of improvements over the base model (iteration 0).",
         "",
-        f"| method | diversity at matched alignment | per seed | alignment at matched diversity | per seed | "
-        f"improvement at matched diversity | final alignment | final diversity | final Vendi | "
+        "| method | diversity at matched alignment | per seed | alignment at matched diversity | per seed | "
+        "improvement at matched diversity | final alignment | final diversity | final Vendi | "
         + "".join(f"final {k} | " for k in cov),
         "|---" * (9 + len(cov)) + "|",
     ]
