@@ -138,12 +138,15 @@ class Progress:
     def _trained(self) -> int:
         return sum(self.at.values())
 
+    def _running(self) -> str:
+        return ", ".join(f"{r} at {i}" for r, i in self.at.items() if r not in self.done)
+
     def status(self) -> str:
         """Runs done, iterations done of those planned, the time left, and the runs in flight."""
         n, total = self._trained(), self._total()
         elapsed = time.perf_counter() - self.start
         left = "?" if not n else tqdm.format_interval((total - n) * elapsed / n)
-        running = ", ".join(f"{r} at {i}" for r, i in self.at.items() if r not in self.done)
+        running = self._running()
         return (f"runs {len(self.done)}/{self.runs} done, iterations {n}/{total}, about {left} left"
                 + (f"; running {running}" if running else ""))
 
@@ -163,8 +166,7 @@ class Progress:
         if self.bar is not None:
             self.bar.total, self.bar.n = self._total(), self._trained()
             self.bar.set_description(f"runs {len(self.done)}/{self.runs}", refresh=False)
-            running = [f"{r} at {i}" for r, i in self.at.items() if r not in self.done]
-            self.bar.set_postfix_str(", ".join(running), refresh=False)
+            self.bar.set_postfix_str(self._running(), refresh=False)
             self.bar.refresh()
         elif force or time.perf_counter() - self.last_line >= self.every:
             self.last_line = time.perf_counter()
@@ -194,4 +196,4 @@ class Progress:
             self.bar.close()
 
 
-__all__ = ["NullTracker", "Progress", "mean_trajectory", "parse_seeds", "publish", "ratio", "reach", "finite_stats"]
+__all__ = ["NullTracker", "Progress", "finite_stats", "mean_trajectory", "parse_seeds", "publish", "ratio", "reach"]
