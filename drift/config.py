@@ -588,3 +588,96 @@ def load_testbed_params(path: str | Path) -> TestbedParams:
         return TestbedParams.model_validate(data.get("testbed", {}))
     except ValidationError as err:
         raise ConfigError(describe_validation_error(err, f"{path} (section testbed)")) from None
+
+
+class BenchConfig(_Section):
+    """What every benchmark config (configs/bench/*.yaml) holds: the base run configuration and each
+    method as overrides of it, trained on the same seeds."""
+
+    base_config: Path
+    """The run configuration every method starts from (a `drift train` YAML file)."""
+    base_overrides: dict[str, Any] = Field(default_factory=dict)
+    """Dotted-key overrides of ``base_config`` shared by every method ({'sampling.group_size': 8})."""
+    methods: dict[str, dict[str, Any]] = Field(..., min_length=2)
+    """Each method by name, as dotted-key overrides of the base run configuration."""
+    baseline: str = "grpo"
+    """The method the others are compared with: one of ``methods``."""
+    iterations: int = Field(60, ge=1)
+    """The training budget every comparison is made at."""
+    eval_every: int = Field(5, ge=1)
+    """Iterations between held-out evaluations: the checkpoints of every trajectory."""
+
+    @model_validator(mode="after")
+    def _known_baseline(self):
+        if self.baseline not in self.methods:
+            raise ValueError(f"baseline '{self.baseline}' is not one of the methods ({', '.join(self.methods)})")
+        return self
+
+    def run_config(self, base: DriftConfig, method: str, seed: int) -> DriftConfig:
+        """The run configuration of one method and seed: the base plus the method's overrides."""
+        return base.with_overrides({**self.methods[method], "run.seed": seed, "train.iterations": self.iterations,
+                                    "eval.every": self.eval_every})
+
+
+class ParetoBenchConfig(BenchConfig):
+    """`drift bench pareto`: every method on the same budget, compared at matched levels, and where
+    it reaches fractions of the baseline's final alignment."""
+
+    levels: int = Field(5, ge=1)
+    """Matched levels per comparison, evenly spaced inside the range both trajectories cover."""
+    reach_fractions: list[float] = Field(default_factory=lambda: [0.9, 1.0], min_length=1)
+    """Levels, as fractions of the baseline's final alignment (same seed), where each method's
+    iterations, diversity and coverage are reported; each in (0, 1.5]."""
+    max_iterations: int | None = Field(None, ge=1)
+    """Methods that have not reached the highest reach level after ``iterations`` train on,
+    ``eval_every`` iterations at a time, until they do or reach this cap; None: no extension."""
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.max_iterations is not None and self.max_iterations < self.iterations:
+            raise ValueError(f"max_iterations ({self.max_iterations}) is below iterations ({self.iterations})")
+        if any(not 0 < f <= 1.5 for f in self.reach_fractions):
+            raise ValueError(f"reach_fractions must lie in (0, 1.5], got {self.reach_fractions}")
+        return self
+
+
+class EfficiencyBenchConfig(BenchConfig):
+    """`drift bench efficiency`: as the Pareto benchmark's, where a method may set its own
+    ``train.iterations`` (a cheaper method can run longer), plus the rollout timing."""
+
+    timing_method: str | None = None
+    """The windowed method whose rollout is timed against the plain sampler (None: no timing)."""
+    timing_repeats: int = Field(5, ge=1)
+    """Rounds of timed rollouts (one of each sampler per round, after a warm-up round)."""
+
+    @model_validator(mode="after")
+    def _known_timing_method(self):
+        if self.timing_method is not None and self.timing_method not in self.methods:
+            raise ValueError(f"timing_method '{self.timing_method}' is not one of the methods "
+                             f"({', '.join(self.methods)})")
+        return self
+
+    def run_config(self, base: DriftConfig, method: str, seed: int) -> DriftConfig:
+        cfg = super().run_config(base, method, seed)
+        own = self.methods[method].get("train.iterations")
+        return cfg if own is None else cfg.with_overrides({"train.iterations": own})
+
+
+def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None,
+                      schema: type[BenchConfig] = ParetoBenchConfig) -> tuple[BenchConfig, DriftConfig]:
+    """A benchmark config (a ``schema``) and its validated base run config; every method's
+    overrides are validated up front, so a typo fails before hours of training."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"benchmark configuration {path} does not exist")
+    try:
+        bench = schema.model_validate({**(yaml.safe_load(path.read_text()) or {}), **(overrides or {})})
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, str(path))) from None
+    base = load_config(bench.base_config, bench.base_overrides)
+    for name in bench.methods:
+        try:
+            bench.run_config(base, name, seed=0)
+        except ConfigError as err:
+            raise ConfigError(f"method '{name}' in {path}: {err}") from None
+    return bench, base

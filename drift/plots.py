@@ -29,7 +29,8 @@ def save_grid(images: torch.Tensor, nrow: int, path: str | Path, upscale: int = 
     return path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,12 +39,13 @@ def _pyplot():
     return plt
 
 
-def _save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` (parents created) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -51,7 +53,7 @@ def trajectory_plot(trajectories: dict[str, list[dict]], path: str | Path, refer
                     title: str = "alignment vs diversity along training") -> Path:
     """One curve per method through its evaluation checkpoints (alignment on x, diversity on y),
     the last checkpoint marked with a square; the reference as a star."""
-    fig, ax = _pyplot().subplots(figsize=(6.4, 4.8), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.8), dpi=120)
     for name, points in trajectories.items():
         xs, ys = [p["alignment"] for p in points], [p["diversity"] for p in points]
         (line,) = ax.plot(xs, ys, marker=".", label=name)
@@ -64,15 +66,15 @@ def trajectory_plot(trajectories: dict[str, list[dict]], path: str | Path, refer
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor, nrow: int, titles: tuple[str, str], path: str | Path,
                  upscale: int = 4) -> Path:
     """Two image grids next to each other with a title above each (e.g. reference | fine-tuned)."""
-    fig, axes = _pyplot().subplots(1, 2, figsize=(12, 6), dpi=110)
+    fig, axes = pyplot().subplots(1, 2, figsize=(12, 6), dpi=110)
     for ax, images, title in zip(axes, (left, right), titles):
         ax.imshow(image_grid(images, nrow, upscale), cmap="gray", vmin=0, vmax=255)
         ax.set_title(title)
         ax.axis("off")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)

@@ -1,4 +1,4 @@
-"""MLflow adapter for the benchmark's tracking interface (drift.bench.pareto.NullTracker):
+"""MLflow adapter for the benchmark's tracking interface (drift.bench.common.NullTracker):
 one parent run, a nested run per method and seed."""
 
 from __future__ import annotations

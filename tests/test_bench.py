@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drift.bench.pareto import _run_key, compare, load_bench_config, parse_seeds, run_benchmark
+from drift.bench.common import parse_seeds
+from drift.bench.pareto import _run_key, compare, run_benchmark
+from drift.config import load_bench_config
 from drift.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -73,6 +75,54 @@ def test_pareto_benchmark_smoke(testbed, tmp_path):
     assert _run_key(moved, None, bench) != before
 
 
+def test_resuming_a_benchmark_whose_baseline_phase_is_recorded(testbed, tmp_path, capsys):
+    committed = yaml.safe_load((ROOT / "configs/bench/digits_pareto.yaml").read_text())
+    committed["methods"] = {k: committed["methods"][k] for k in ("grpo", "drift")}
+    bench, base = load_bench_config(smoke_config(testbed, tmp_path, committed, 2, iterations=1, max_iterations=None))
+    out = tmp_path / "out"
+    first = run_benchmark(bench, base, seeds=[5], out_dir=out, progress=False)
+    baseline = json.loads((out / "runs.json").read_text())["grpo/seed5"]
+    for workers in (1, 2):
+        (out / "runs.json").write_text(json.dumps({"grpo/seed5": baseline}))  # interrupted after the first phase
+        again = run_benchmark(bench, base, seeds=[5], out_dir=out, resume=True, workers=workers)
+        assert json.loads((out / "runs.json").read_text())["grpo/seed5"] == baseline  # reused, not trained again
+        for a, b in zip(again["trajectories"]["drift"][5], first["trajectories"]["drift"][5], strict=True):
+            assert a == pytest.approx(b, rel=1e-3, abs=1e-4)
+        # progress lines (stderr is not a terminal here); with two workers the run's start and its
+        # iterations are reported from the worker process
+        err = capsys.readouterr().err
+        assert "reusing grpo/seed5" in err and "drift/seed5 started" in err and "drift/seed5 done in" in err
+        assert "runs 2/2 done, iterations 1/1, about 00:00 left" in err
+
+
+def test_progress_shows_runs_iterations_and_the_time_left():
+    import io
+
+    from drift.bench.common import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream in (io.StringIO(), Terminal()):
+        shown = Progress({"grpo/seed0": 4, "drift/seed0": 4}, every=0, stream=stream)
+        shown.reuse("grpo/seed0")  # recorded earlier: done, and out of the work left
+        shown.advance("drift/seed0", 0)
+        shown.advance("drift/seed0", 2)
+        if isinstance(stream, Terminal):  # a bar, redrawn in place
+            assert "\r" in stream.getvalue() and "runs 1/2:  50%" in stream.getvalue()
+            assert "2/4 [" in stream.getvalue() and "drift/seed0 at 2" in stream.getvalue()
+        else:  # a line per change here (every=0)
+            assert "runs 1/2 done, iterations 2/4, about 00:00 left; running drift/seed0 at 2\n" in stream.getvalue()
+        shown.advance("drift/seed0", 6)  # trained on past its budget: the total grows
+        shown.finish("drift/seed0", 1.0)
+        shown.close()
+        text = stream.getvalue()
+        assert "drift/seed0 started" in text and "drift/seed0 done in 1 s" in text
+        assert ("runs 2/2: 100%" in text and "6/6 [" in text) if isinstance(stream, Terminal) else \
+            text.endswith("runs 2/2 done, iterations 6/6, about 00:00 left\n")
+
+
 def test_seeds_are_a_count_or_a_list():
     assert parse_seeds("3") == [0, 1, 2]
     assert parse_seeds("100,101,102") == [100, 101, 102]
@@ -102,12 +152,35 @@ def test_reach_levels_and_gains_over_the_base_model():
     assert row["alignment_improvement_gain_at_matched_diversity"] > row["alignment_gain_at_matched_diversity"] > 0
 
 
+def test_a_level_is_reached_where_the_measured_alignment_first_crosses_it():
+    from drift.bench.common import reach
+
+    run = [{"iteration": 10 * i, "alignment": a, "diversity": d}
+           for i, (a, d) in enumerate(zip([5, 8, 6, 9], [0.4, 0.3, 0.2, 0.1]))]
+    keys = ("iteration", "diversity")
+    # after the dip, between the neighbours 6 and 9 (not from the earlier peak 8)
+    assert reach(run, 8.5, keys) == pytest.approx({"iteration": 20 + 10 * 2.5 / 3, "diversity": 0.2 - 0.1 * 2.5 / 3})
+    assert reach(run, 8, keys) == {"iteration": 10, "diversity": 0.3}
+    assert reach(run, 4, keys) == {"iteration": 0, "diversity": 0.4}  # there from the start
+    assert all(math.isnan(v) for v in reach(run, 9.5, keys).values())
+
+
 def test_a_typo_in_a_method_fails_before_training(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"base_config": str(ROOT / "configs/digits.yaml"), "methods": {
         "grpo": {"drift.subset.enabled": False}, "drift": {"drift.shaping.wieght": 2}}}))
     with pytest.raises(ConfigError, match="(?s)method .drift.*wieght"):
         load_bench_config(path)
+    # each benchmark takes only its own fields, and names a timed method it has
+    from drift.config import EfficiencyBenchConfig
+
+    for field, message in (({"max_iterations": 80}, "max_iterations: Extra inputs are not permitted"),
+                           ({"timing_method": "drift_window"},
+                            "timing_method 'drift_window' is not one of the methods")):
+        path.write_text(yaml.safe_dump({"base_config": str(ROOT / "configs/digits.yaml"), **field,
+                                        "methods": {"grpo": {}, "drift": {}}}))
+        with pytest.raises(ConfigError, match=message):
+            load_bench_config(path, schema=EfficiencyBenchConfig)
 
 
 def test_prompt_distances_separate_phrasings_from_classes():
@@ -139,8 +212,8 @@ def test_prompt_noise_probe_measures_every_form_against_the_clean_prompt(testbed
 
 
 def test_efficiency_benchmark_smoke(testbed, tmp_path):
-    from drift.bench.efficiency import EfficiencyBenchConfig
     from drift.bench.efficiency import run_benchmark as run_efficiency
+    from drift.config import EfficiencyBenchConfig
 
     committed = yaml.safe_load((ROOT / "configs/bench/digits_efficiency.yaml").read_text())
     bench, base = load_bench_config(smoke_config(testbed, tmp_path, committed, 2, timing_repeats=1),
@@ -153,7 +226,7 @@ def test_efficiency_benchmark_smoke(testbed, tmp_path):
     if grpo[-1]["alignment"] > grpo[0]["alignment"]:
         assert rows["grpo"]["fpe_ratio"] == [1.0]  # the baseline against itself
     else:  # two tiny iterations went down: the target is met at the start, where no compute was spent
-        assert math.isnan(rows["grpo"]["fpe_ratio"][0])
+        assert rows["grpo"]["fpe_ratio"] == [0.0]
     # the window trains 2 steps instead of half of 10: fewer passes per iteration
     assert rows["grpo_window"]["fpe_per_iteration_ratio"][0] < 0.8
     timing = result["rollout_timing"]

@@ -5,9 +5,10 @@ Every method trains from the same base model with the same prompts and rollout s
 iteration the trainer reports its cumulative denoiser passes and wall time, and every
 ``eval_every`` iterations the held-out alignment and diversity. The target is the baseline's
 (standard GRPO's) alignment after ``iterations`` iterations, per seed. For each method and seed,
-the compute, wall time and diversity where its trajectory first reaches that target are
-interpolated between the two evaluations that bracket it, and compared with the baseline's. The
-compute ratio splits into what an iteration costs and how many iterations the target takes:
+the compute, wall time and diversity where its trajectory first reaches that target
+(``drift.bench.common.reach``: interpolated between the two evaluations that bracket it) are
+compared with the baseline's. The compute ratio splits into what an iteration costs and how many
+iterations the target takes:
 
     fpe_to_target(m) / fpe_to_target(GRPO) = [fpe per iteration(m) / GRPO's] x [iterations(m) / GRPO's]
 
@@ -21,69 +22,40 @@ import csv
 import math
 import platform
 import time
+from collections.abc import Callable
+from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from drift.bench.pareto import BenchConfig, NullTracker, publish
+from drift.bench.common import NullTracker, Progress, finite_stats, mean_trajectory, publish, ratio, reach
 from drift.build import build_parts, build_trainer
-from drift.config import DriftConfig
-from drift.evaluation.matching import at_level
+from drift.config import DriftConfig, EfficiencyBenchConfig
 from drift.models.base import T2IModel
-from drift.plots import _pyplot, _save_figure
+from drift.plots import pyplot, save_figure
 from drift.sampling.rollout import expand_groups, rollout, sample_generators
 from drift.sampling.window import sde_steps
 
 FPE, SECONDS = "compute/cum_forward_equivalents", "compute/cum_seconds"
 
 
-class EfficiencyBenchConfig(BenchConfig):
-    """configs/bench/*efficiency*.yaml: as the Pareto benchmark's, where a method may set its own
-    ``train.iterations`` (a cheaper method can run longer), plus the rollout timing."""
-
-    timing_method: str | None = None
-    """The windowed method whose rollout is timed against the plain sampler (None: no timing)."""
-    timing_repeats: int = Field(5, ge=1)
-    """Best of this many timed rollouts per sampler."""
-
-    def run_config(self, base: DriftConfig, method: str, seed: int) -> DriftConfig:
-        cfg = super().run_config(base, method, seed)
-        own = self.methods[method].get("train.iterations")
-        return cfg if own is None else cfg.with_overrides({"train.iterations": own})
-
-
 # -- the runs ------------------------------------------------------------------------------------
-def train_with_compute(cfg: DriftConfig, tracker) -> list[dict]:
-    """Train one run; its evaluation trajectory with the cumulative compute at each checkpoint."""
+def train_with_compute(cfg: DriftConfig, tracker, advance: Callable[[int], None]) -> list[dict]:
+    """Train one run, calling ``advance(iteration)`` after each iteration; its evaluation trajectory
+    with the cumulative compute at each checkpoint."""
     ledger: dict[int, dict[str, float]] = {0: {FPE: 0.0, SECONDS: 0.0}}
 
     def callback(metrics: dict[str, float], iteration: int) -> None:
         tracker.log_metrics(metrics, iteration)
+        advance(iteration)
         if FPE in metrics:
             ledger[iteration] = {k: v for k, v in metrics.items() if k.startswith("compute/")}
 
     trajectory = build_trainer(cfg).train(callback=callback)
     return [{**p, "fpe": ledger[p["iteration"]][FPE], "seconds": ledger[p["iteration"]][SECONDS]} for p in trajectory]
-
-
-def reach(trajectory: list[dict], target: float) -> dict[str, float]:
-    """Iteration, compute, wall time and diversity where alignment first reaches ``target``
-    (interpolated between evaluations; NaN if it never does)."""
-    # Alignment running maximum: "reached" means first crossing, even if it dips afterwards.
-    xs = np.maximum.accumulate([p["alignment"] for p in trajectory]).tolist()
-    return {k: at_level(xs, [p[k] for p in trajectory], target) for k in ("iteration", "fpe", "seconds", "diversity")}
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
 
 
 def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, iterations: int) -> dict:
@@ -93,27 +65,22 @@ def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, itera
     targets = {s: base_end[s]["alignment"] for s in seeds}
     table = []
     for name, runs in trajectories.items():
-        hit = {s: reach(runs[s], targets[s]) for s in seeds}
+        hit = {s: reach(runs[s], targets[s], ("iteration", "fpe", "seconds", "diversity")) for s in seeds}
         per_iteration = {s: runs[s][-1]["fpe"] / runs[s][-1]["iteration"] for s in seeds}
         base_per_iteration = {s: base_end[s]["fpe"] / iterations for s in seeds}
         row = {"method": name, "reached": sum(math.isfinite(hit[s]["fpe"]) for s in seeds), "seeds": len(seeds)}
         for key in ("iteration", "fpe", "seconds", "diversity"):
             row[key] = [hit[s][key] for s in seeds]
-            row[f"{key}_ratio"] = [_ratio(hit[s][key], base_end[s][key]) for s in seeds]
+            row[f"{key}_ratio"] = [ratio(hit[s][key], base_end[s][key]) for s in seeds]
         row["fpe_per_iteration"] = [per_iteration[s] for s in seeds]
-        row["fpe_per_iteration_ratio"] = [_ratio(per_iteration[s], base_per_iteration[s]) for s in seeds]
+        row["fpe_per_iteration_ratio"] = [ratio(per_iteration[s], base_per_iteration[s]) for s in seeds]
         row["final_alignment"] = [runs[s][-1]["alignment"] for s in seeds]
         row["final_iteration"] = runs[seeds[0]][-1]["iteration"]
-        row["mean"] = {k: _mean(v) for k, v in row.items() if isinstance(v, list)}
+        row["mean"] = {k: finite_stats(v)["mean"] for k, v in row.items() if isinstance(v, list)}
         table.append(row)
     return {"targets": targets, "baseline_diversity": {s: base_end[s]["diversity"] for s in seeds}, "table": table,
-            "mean_trajectories": {name: mean_trajectory(runs) for name, runs in trajectories.items()}}
-
-
-def mean_trajectory(runs: dict[int, list[dict]]) -> list[dict]:
-    """Checkpoint-wise mean over seeds (the runs of a method share the evaluation schedule)."""
-    keys = ("iteration", "alignment", "diversity", "fpe", "seconds")
-    return [{k: float(np.mean([p[k] for p in pts])) for k in keys} for pts in zip(*runs.values())]
+            "mean_trajectories": {name: mean_trajectory(runs, ("alignment", "diversity", "fpe", "seconds"))
+                                  for name, runs in trajectories.items()}}
 
 
 # -- rollout timing ------------------------------------------------------------------------------
@@ -192,12 +159,12 @@ def time_rollouts(cfg: DriftConfig, repeats: int) -> dict[str, float]:
 # -- outputs -------------------------------------------------------------------------------------
 def _fmt(values: list[float], fmt: str, unit: str = "", pct: bool = False) -> str:
     """mean ± std over the seeds that got there; a ratio as a percentage change with ``pct``."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
+    stats, reached = finite_stats(values), sum(map(math.isfinite, values))
+    if not reached:
         return "not reached"
-    mean, std = float(np.mean(finite)), float(np.std(finite))
+    mean, std = stats["mean"], stats["std"]
     text = f"{100 * (mean - 1):+.0f}% ± {100 * std:.0f}" if pct else f"{mean:{fmt}}{unit} ± {std:{fmt}}"
-    return text + (f" ({len(finite)}/{len(values)} seeds)" if len(finite) < len(values) else "")
+    return text + (f" ({reached}/{len(values)} seeds)" if reached < len(values) else "")
 
 
 COLUMNS = ("iteration", "fpe", "fpe_ratio", "fpe_per_iteration_ratio", "iteration_ratio", "seconds",
@@ -224,7 +191,8 @@ def write_outputs(out: Path, result: dict) -> None:
     ]
     for r in analysis["table"]:
         lines.append(
-            f"| {r['method']} | {_fmt(r['iteration'], '.1f')} | {_fmt(r['fpe'], ',.0f')} | {_fmt(r['fpe_ratio'], '.2f', 'x')}"
+            f"| {r['method']} | {_fmt(r['iteration'], '.1f')} | {_fmt(r['fpe'], ',.0f')} | "
+            f"{_fmt(r['fpe_ratio'], '.2f', 'x')}"
             f" | {_fmt(r['fpe_per_iteration_ratio'], '.2f', 'x')} | {_fmt(r['iteration_ratio'], '.2f', 'x')}"
             f" | {_fmt(r['seconds'], '.0f')} | {_fmt(r['seconds_ratio'], '.2f', 'x')} | {_fmt(r['diversity'], '.4f')}"
             f" | {_fmt(r['diversity_ratio'], '', pct=True)} | {_fmt(r['final_alignment'], '.2f')}"
@@ -232,7 +200,8 @@ def write_outputs(out: Path, result: dict) -> None:
     timing = result.get("rollout_timing")
     if timing:
         sec, ratio = timing["seconds"], timing["ratio_to_plain"]
-        lines += ["", f"Rollout of {timing['samples']} samples x {timing['num_steps']} steps, {timing['repeats']} rounds "
+        lines += ["", f"Rollout of {timing['samples']} samples x {timing['num_steps']} steps, "
+                  f"{timing['repeats']} rounds "
                   "(best seconds; median ratio to diffusers' plain deterministic loop within a round):", "",
                   "| sampler | seconds | vs plain |", "|---|---|---|"]
         lines += [f"| {k} | {sec[k]:.3f} | {ratio[k]:.3f}x |" for k in sec]
@@ -244,7 +213,7 @@ def write_outputs(out: Path, result: dict) -> None:
 def efficiency_plot(trajectories: dict[str, list[dict]], target: float, path: Path, title: str) -> Path:
     """Alignment against cumulative compute and wall time, and diversity against compute; the
     target (the baseline's final alignment) as a dashed line."""
-    fig, axes = _pyplot().subplots(1, 3, figsize=(15, 4.5), dpi=110)
+    fig, axes = pyplot().subplots(1, 3, figsize=(15, 4.5), dpi=110)
     panels = (("fpe", "alignment", "denoiser forward-pass equivalents (cumulative)"),
               ("seconds", "alignment", "training wall time, s (cumulative)"),
               ("fpe", "diversity", "denoiser forward-pass equivalents (cumulative)"))
@@ -258,29 +227,34 @@ def efficiency_plot(trajectories: dict[str, list[dict]], target: float, path: Pa
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def run_benchmark(bench: EfficiencyBenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path,
                   tracker=None, progress: bool = True) -> dict[str, Any]:
+    """Every method on every seed, one run after the other, the rollout timing, the analysis, and
+    the outputs in ``out_dir``. With ``progress``, each run's start and end and the time left on
+    stderr (``drift.bench.common.Progress``)."""
     tracker = tracker or NullTracker()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     trajectories: dict[str, dict[int, list[dict]]] = {name: {} for name in bench.methods}
-    with tracker.run("efficiency-benchmark", {"seeds": ",".join(map(str, seeds)), "iterations": bench.iterations,
-                                              "methods": ",".join(bench.methods)}):
-        for seed in seeds:
-            for name in bench.methods:
-                cfg = bench.run_config(base, name, seed)
-                if progress:
-                    print(f"[{time.perf_counter() - start:6.0f} s] {name}, seed {seed}", flush=True)
-                with tracker.run(f"{name}/seed{seed}", {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
-                    trajectories[name][seed] = train_with_compute(cfg, tracker)
+    runs = {(name, seed): bench.run_config(base, name, seed) for seed in seeds for name in bench.methods}
+    with closing(Progress({f"{n}/seed{s}": cfg.train.iterations for (n, s), cfg in runs.items()}, progress)) as shown, \
+            tracker.run("efficiency-benchmark", {"seeds": ",".join(map(str, seeds)), "iterations": bench.iterations,
+                                                 "methods": ",".join(bench.methods)}):
+        for (name, seed), cfg in runs.items():
+            run_id, run_start = f"{name}/seed{seed}", time.perf_counter()
+            shown.advance(run_id, 0)
+            with tracker.run(run_id, {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
+                trajectories[name][seed] = train_with_compute(cfg, tracker, partial(shown.advance, run_id))
+            shown.finish(run_id, time.perf_counter() - run_start)
         result = {"baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
                   "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
                   "trajectories": trajectories, "analysis": analyse(trajectories, bench.baseline, bench.iterations)}
         if bench.timing_method is not None:
+            shown.message(f"timing the rollouts of {bench.timing_method} ({bench.timing_repeats} rounds)")
             result["rollout_timing"] = time_rollouts(bench.run_config(base, bench.timing_method, seeds[0]),
                                                      bench.timing_repeats)
         result["wall_seconds"] = time.perf_counter() - start
@@ -288,4 +262,4 @@ def run_benchmark(bench: EfficiencyBenchConfig, base: DriftConfig, seeds: list[i
     return result
 
 
-__all__ = ["EfficiencyBenchConfig", "plain_sample", "run_benchmark", "time_rollouts"]
+__all__ = ["analyse", "plain_sample", "run_benchmark", "time_rollouts"]

@@ -18,118 +18,25 @@ import json
 import math
 import multiprocessing
 import platform
+import queue
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import ExitStack, contextmanager
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, closing
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drift.bench.common import NullTracker, Progress, finite_stats, mean_trajectory, publish, ratio, reach
 from drift.build import build_trainer
-from drift.config import DriftConfig, describe_validation_error, load_config
-from drift.errors import ConfigError
-from drift.evaluation.matching import at_level, matched_comparison, pareto_front
+from drift.config import DriftConfig, ParetoBenchConfig
+from drift.evaluation.matching import matched_comparison, pareto_front
 from drift.evaluation.protocol import fingerprint
+from drift.logs import quiet_libraries
 from drift.plots import trajectory_plot
 
 
-class BenchConfig(BaseModel):
-    """configs/bench/*.yaml: the base run configuration and each method as overrides of it."""
-
-    model_config = ConfigDict(extra="forbid")
-    base_config: Path
-    iterations: int = Field(60, ge=1, description="the training budget every comparison is made at")
-    eval_every: int = Field(5, ge=1)
-    levels: int = Field(5, ge=1, description="matched levels per comparison")
-    baseline: str = "grpo"
-    reach_fractions: list[float] = Field(default_factory=lambda: [0.9, 1.0], min_length=1,
-                                         description="levels, as fractions of the baseline's final alignment "
-                                                     "(same seed), where each method's iterations, diversity "
-                                                     "and coverage are reported")
-    max_iterations: int | None = Field(None, ge=1, description="methods that have not reached the highest "
-                                       "reach level after `iterations` train on, eval_every at a time, until "
-                                       "they do or reach this cap; None: no extension")
-    base_overrides: dict[str, Any] = Field(default_factory=dict)
-    methods: dict[str, dict[str, Any]] = Field(..., min_length=2)
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.baseline not in self.methods:
-            raise ValueError(f"baseline '{self.baseline}' is not one of the methods ({', '.join(self.methods)})")
-        if self.max_iterations is not None and self.max_iterations < self.iterations:
-            raise ValueError(f"max_iterations ({self.max_iterations}) is below iterations ({self.iterations})")
-        if any(not 0 < f <= 1.5 for f in self.reach_fractions):
-            raise ValueError(f"reach_fractions must lie in (0, 1.5], got {self.reach_fractions}")
-        return self
-
-    def run_config(self, base: DriftConfig, method: str, seed: int) -> DriftConfig:
-        """The run configuration of one method and seed: the base plus the method's overrides."""
-        return base.with_overrides({**self.methods[method], "run.seed": seed, "train.iterations": self.iterations,
-                                    "eval.every": self.eval_every})
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``--seeds``: a count N (the seeds 0 .. N-1) or an explicit comma-separated list ('100,101,102';
-    one explicit seed as '100,')."""
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()] if "," in text else list(range(int(text)))
-    except ValueError:
-        raise ConfigError(f"--seeds expects a count (3) or a comma-separated list of seeds (100,101,102), "
-                          f"got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds needs at least one seed, all distinct and non-negative, got {text!r}")
-    return seeds
-
-
-def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None,
-                      schema: type[BenchConfig] = BenchConfig) -> tuple[BenchConfig, DriftConfig]:
-    """The benchmark config (a ``schema``) and its validated base run config; every method's
-    overrides are validated up front, so a typo fails before hours of training."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"benchmark configuration {path} does not exist")
-    try:
-        bench = schema.model_validate({**(yaml.safe_load(path.read_text()) or {}), **(overrides or {})})
-    except ValidationError as err:
-        raise ConfigError(describe_validation_error(err, str(path))) from None
-    base = load_config(bench.base_config, bench.base_overrides)
-    for name in bench.methods:
-        try:
-            bench.run_config(base, name, seed=0)
-        except ConfigError as err:
-            raise ConfigError(f"method '{name}' in {path}: {err}") from None
-    return bench, base
-
-
-class NullTracker:
-    """Tracking interface of the benchmark; the MLflow adapter lives in mlops/tracking.py."""
-
-    @contextmanager
-    def run(self, name: str, params: dict, nested: bool = False):
-        yield
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_artifact(self, path: str | Path) -> None:
-        pass
-
-
 def _mean_over_levels(rows: list[dict], key: str = "gain") -> float:
-    gains = [r[key] for r in rows if math.isfinite(r[key])]
-    return float(np.mean(gains)) if gains else math.nan
-
-
-def _stats(values: list[float]) -> dict:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return {"mean": math.nan, "std": math.nan, "min": math.nan, "per_seed": values}
-    return {"mean": float(np.mean(finite)), "std": float(np.std(finite)), "min": float(np.min(finite)),
-            "per_seed": values}
+    return finite_stats([r[key] for r in rows])["mean"]
 
 
 EVAL_METRICS = ("alignment", "diversity", "vendi", "precision", "recall", "frechet")
@@ -140,36 +47,20 @@ def within_budget(trajectory: list[dict], iterations: int) -> list[dict]:
     return [p for p in trajectory if p["iteration"] <= iterations]
 
 
-def mean_trajectory(runs: dict[int, list[dict]]) -> list[dict]:
-    """Checkpoint-wise mean over seeds of the metrics every run has (runs share the evaluation schedule)."""
-    per_seed = list(runs.values())
-    keys = [k for k in EVAL_METRICS if all(k in t[0] for t in per_seed)]
-    return [{"iteration": pts[0]["iteration"], **{k: float(np.mean([p[k] for p in pts])) for k in keys}}
-            for pts in zip(*per_seed)]
-
-
-def at_alignment(trajectory: list[dict], level: float) -> dict[str, float]:
-    """Where a trajectory first reaches alignment ``level``: the (interpolated) iteration and every
-    other metric there; NaN throughout if it never does."""
-    xs = [p["alignment"] for p in trajectory]
-    return {k: at_level(xs, [p[k] for p in trajectory], level) for k in ("iteration", *EVAL_METRICS)
-            if k in trajectory[0] and k != "alignment"}
-
-
 def reach_table(run: list[dict], baseline: list[dict], iterations: int, fractions: list[float]) -> dict[str, float]:
     """For each fraction f of the baseline's final alignment A (at ``iterations``): the iterations the
     method needs to reach f A, its diversity and coverage there, and their ratio to the baseline's
     when the baseline passed the same level."""
     final = within_budget(baseline, iterations)[-1]["alignment"]
+    metrics = [k for k in ("diversity", *COVERAGE) if k in run[0]]
     out = {}
     for f in fractions:
-        mine, theirs = at_alignment(run, f * final), at_alignment(baseline, f * final)
+        mine, theirs = reach(run, f * final, ["iteration", *metrics]), reach(baseline, f * final, metrics)
         tag = f"{round(100 * f)}"
         out[f"iterations_to_{tag}"] = mine["iteration"]
-        for k in ("diversity", *COVERAGE):
-            if k in mine:
-                out[f"{k}_at_{tag}"] = mine[k]
-                out[f"{k}_ratio_at_{tag}"] = mine[k] / theirs[k] if theirs[k] else math.nan
+        for k in metrics:
+            out[f"{k}_at_{tag}"] = mine[k]
+            out[f"{k}_ratio_at_{tag}"] = ratio(mine[k], theirs[k])
     return out
 
 
@@ -195,8 +86,8 @@ def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, level
     table = []
     for name, runs in trajectories.items():
         per_seed = [compare(runs[s], base_runs[s], iterations, levels, fractions) for s in sorted(runs)]
-        table.append({"method": name, **{k: _stats([c[k] for c in per_seed]) for k in per_seed[0]}})
-    means = {name: mean_trajectory({s: within_budget(t, iterations) for s, t in runs.items()})
+        table.append({"method": name, **{k: finite_stats([c[k] for c in per_seed]) for k in per_seed[0]}})
+    means = {name: mean_trajectory({s: within_budget(t, iterations) for s, t in runs.items()}, EVAL_METRICS)
              for name, runs in trajectories.items()}
     points = [(name, p) for name, traj in means.items() for p in traj[1:]]
     front = [points[i] for i in pareto_front([(p["alignment"], p["diversity"]) for _, p in points])]
@@ -237,7 +128,8 @@ def markdown_tables(result: dict) -> list[str]:
         pct = lambda v: f"{100 * v:+.0f}%"  # noqa: E731
         lines.append(
             f"| {r['method']} | {_pct(r['diversity_gain_at_matched_alignment'])} | "
-            f"{_per_seed(r['diversity_gain_at_matched_alignment'], pct)} | {_pct(r['alignment_gain_at_matched_diversity'])} | "
+            f"{_per_seed(r['diversity_gain_at_matched_alignment'], pct)} | "
+            f"{_pct(r['alignment_gain_at_matched_diversity'])} | "
             f"{_per_seed(r['alignment_gain_at_matched_diversity'], pct)} | "
             f"{_pct(r['alignment_improvement_gain_at_matched_diversity'])} | {_num(r['final_alignment'], 2)} | "
             f"{_num(r['final_diversity'])} | {_num(r['final_vendi'], 3)} | "
@@ -246,7 +138,8 @@ def markdown_tables(result: dict) -> list[str]:
         tag = f"{round(100 * f)}"
         lines += ["", f"Reaching {tag}% of {base}'s final alignment (same seed; trained past {result['iterations']} "
                   f"iterations where needed, up to {result['max_iterations'] or result['iterations']}): the iterations "
-                  f"it takes, and the diversity and coverage there as a ratio to {base}'s when it passed the same level.",
+                  f"it takes, and the diversity and coverage there as a ratio to {base}'s when it passed the same "
+                  "level.",
                   "", "| method | iterations | per seed | diversity | x " + base + " | per seed | "
                   + "".join(f"{k} | x {base} | " for k in cov), "|---" * (6 + 2 * len(cov)) + "|"]
         for r in rows:
@@ -278,19 +171,18 @@ def write_outputs(out: Path, result: dict) -> None:
                     title=f"{result['iterations']} iterations, mean of seeds {', '.join(map(str, result['seeds']))}")
 
 
-def train_run(bench: BenchConfig, cfg: DriftConfig, target: float | None, callback, progress: bool) -> list[dict]:
+def train_run(bench: ParetoBenchConfig, cfg: DriftConfig, target: float | None, callback) -> list[dict]:
     """One method on one seed for the budget; then, if ``target`` is given and not reached, on
     ``eval_every`` iterations at a time until its alignment reaches it or ``max_iterations``."""
     trainer = build_trainer(cfg)
-    trajectory = trainer.train(callback=callback, progress=progress)
+    trajectory = trainer.train(callback=callback)
     cap = bench.max_iterations or bench.iterations
     while target is not None and max(p["alignment"] for p in trajectory) < target and trainer.iteration < cap:
-        trajectory = trainer.train(callback=callback, progress=progress,
-                                   until=min(trainer.iteration + bench.eval_every, cap))
+        trajectory = trainer.train(callback=callback, until=min(trainer.iteration + bench.eval_every, cap))
     return trajectory
 
 
-def _run_key(cfg: DriftConfig, target: float | None, bench: BenchConfig) -> str:
+def _run_key(cfg: DriftConfig, target: float | None, bench: ParetoBenchConfig) -> str:
     """What determines a run's trajectory: its run configuration, with the files it names (base
     model, prompts, reward checkpoints) by content, and how far it trains on."""
     config = cfg.model_dump(mode="json")
@@ -305,19 +197,42 @@ def load_runs(out: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _train_job(bench: BenchConfig, cfg: DriftConfig, target: float | None, threads: int | None,
-               progress: bool) -> dict:
+def _train_job(run_id: str, bench: ParetoBenchConfig, cfg: DriftConfig, target: float | None, report) -> dict:
     """One run, in this process or a worker's: its trajectory, its per-iteration metrics (logged to
-    the tracker by the parent) and its training time. ``threads`` sets torch's threads in a worker."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+    the tracker by the parent) and its training time. ``report(run_id, iteration)`` as it starts
+    (iteration 0) and after every iteration."""
     metrics: list[tuple[int, dict]] = []
+
+    def callback(values: dict[str, float], iteration: int) -> None:
+        metrics.append((iteration, values))
+        report(run_id, iteration)
+
     start = time.perf_counter()
-    trajectory = train_run(bench, cfg, target, lambda m, it: metrics.append((it, m)), progress)
+    report(run_id, 0)
+    trajectory = train_run(bench, cfg, target, callback)
     return {"trajectory": trajectory, "metrics": metrics, "seconds": time.perf_counter() - start}
 
 
-def _runs_to_train(bench: BenchConfig, base: DriftConfig, seeds: list[int], methods: list[str],
+_reports = None  # in a worker process: the queue its runs report their iterations to
+
+
+def _start_worker(reports) -> None:
+    global _reports
+    _reports = reports
+    quiet_libraries()  # the worker's output goes to the parent's stream, between its progress lines
+
+
+def _worker_job(run_id: str, bench: ParetoBenchConfig, cfg: DriftConfig, target: float | None, threads: int) -> dict:
+    """``_train_job`` in a worker process with ``threads`` torch threads, reporting to the parent;
+    the run's reports end with (run id, None)."""
+    torch.set_num_threads(threads)
+    try:
+        return _train_job(run_id, bench, cfg, target, lambda *report: _reports.put(report))
+    finally:
+        _reports.put((run_id, None))
+
+
+def _runs_to_train(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int], methods: list[str],
                    trajectories: dict, recorded: dict) -> dict:
     """The runs of ``methods`` on ``seeds`` that must train, as run id -> (method, seed, run key, run
     configuration, reach target); the ones ``recorded`` with the same key go into ``trajectories``."""
@@ -337,29 +252,45 @@ def _runs_to_train(bench: BenchConfig, base: DriftConfig, seeds: list[int], meth
     return pending
 
 
-def _train(bench: BenchConfig, pending: dict, pool: ProcessPoolExecutor | None, workers: int, progress: bool):
+def _train(bench: ParetoBenchConfig, pending: dict, pool: ProcessPoolExecutor | None, reports, workers: int,
+           progress: Progress):
     """(run id, ``_train_job`` result) of each pending run as it finishes: one after the other in this
-    process, or all at once in ``pool`` of ``workers`` processes."""
+    process, or all at once in ``pool`` of ``workers`` processes, whose iterations come back on
+    ``reports``; either way shown by ``progress``."""
+    if not pending:  # a resumed benchmark with this phase recorded
+        return
     if pool is None:
         for run_id, (*_, cfg, target) in pending.items():
-            yield run_id, _train_job(bench, cfg, target, None, progress)
+            yield run_id, _train_job(run_id, bench, cfg, target, progress.advance)
         return
     # fewer runs than workers (the baseline on one seed): each takes a larger share of the threads
     threads = max(1, torch.get_num_threads() // min(workers, len(pending)))
-    futures = {pool.submit(_train_job, bench, cfg, target, threads, False): run_id
+    futures = {pool.submit(_worker_job, run_id, bench, cfg, target, threads): run_id
                for run_id, (*_, cfg, target) in pending.items()}
-    for future in as_completed(futures):
-        yield futures[future], future.result()
+    reported = set()  # runs whose reports have all arrived: a result is yielded after its run's reports
+    while futures:
+        try:
+            run_id, iteration = reports.get(timeout=1.0)
+            if iteration is None:
+                reported.add(run_id)
+            else:
+                progress.advance(run_id, iteration)
+        except queue.Empty:
+            progress.refresh()
+        for future in [f for f, r in futures.items() if f.done() and (r in reported or f.exception())]:
+            yield futures.pop(future), future.result()
 
 
-def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path, tracker=None,
+def run_benchmark(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int], out_dir: str | Path, tracker=None,
                   progress: bool = True, resume: bool = False, workers: int = 1) -> dict:
     """Every method on every seed (the baseline on every seed first, since the others may train on
     to its final alignment), the analysis, and the outputs in ``out_dir``. Each finished run is
     recorded in ``out_dir``/runs.json with its configuration; with ``resume``, runs recorded there
     with the same configuration and extension are reused instead of trained again. With
     ``workers`` > 1, runs train in that many processes at once, sharing torch's threads equally (the
-    same runs as one at a time, up to the rounding differences of another thread count)."""
+    same runs as one at a time, up to the rounding differences of another thread count). With
+    ``progress``, the runs done, the iterations done across workers and the time left on stderr
+    (``drift.bench.common.Progress``)."""
     tracker = tracker or NullTracker()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -367,19 +298,27 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_d
     recorded = load_runs(out) if resume else {}
     trajectories: dict[str, dict[int, list[dict]]] = {name: {} for name in bench.methods}
     with ExitStack() as stack:
-        pool = None
+        shown = stack.enter_context(closing(Progress(
+            {f"{name}/seed{seed}": bench.iterations for name in bench.methods for seed in seeds}, progress)))
+        pool = reports = None
         if workers > 1:
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            context = multiprocessing.get_context("spawn")
+            reports = context.Queue()
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(reports,))
             stack.callback(pool.shutdown, cancel_futures=True)  # an error or Ctrl-C drops the queued runs
         stack.enter_context(tracker.run("pareto-benchmark", {
             "seeds": ",".join(map(str, seeds)), "iterations": bench.iterations, "max_iterations": bench.max_iterations,
             "methods": ",".join(bench.methods), "workers": workers}))
         for phase in ([bench.baseline], [m for m in bench.methods if m != bench.baseline]):
             pending = _runs_to_train(bench, base, seeds, phase, trajectories, recorded)
-            if pending and progress:
-                print(f"[{time.perf_counter() - start:6.0f} s] training {', '.join(pending)} ({workers} at a time)",
-                      flush=True)
-            for run_id, run in _train(bench, pending, pool, workers, progress):
+            reused = [f"{name}/seed{seed}" for name in phase for seed in seeds if f"{name}/seed{seed}" not in pending]
+            for run_id in reused:
+                shown.reuse(run_id)
+            if reused:
+                shown.message(f"reusing {', '.join(reused)} from {out / 'runs.json'}")
+            if pending:
+                shown.message(f"training {', '.join(pending)} ({workers} at a time)")
+            for run_id, run in _train(bench, pending, pool, reports, workers, shown):
                 name, seed, key, *_ = pending[run_id]
                 with tracker.run(run_id, {"method": name, "seed": seed, **bench.methods[name]}, nested=True):
                     for iteration, metrics in run["metrics"]:
@@ -387,8 +326,7 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_d
                 trajectories[name][seed] = run["trajectory"]
                 recorded[run_id] = {"key": key, "seconds": run["seconds"], "trajectory": run["trajectory"]}
                 (out / "runs.json").write_text(json.dumps(recorded))
-                if progress:
-                    print(f"[{time.perf_counter() - start:6.0f} s] {run_id} done in {run['seconds']:.0f} s", flush=True)
+                shown.finish(run_id, run["seconds"])
         result = {
             "baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
             "max_iterations": bench.max_iterations, "reach_fractions": bench.reach_fractions,
@@ -403,14 +341,4 @@ def run_benchmark(bench: BenchConfig, base: DriftConfig, seeds: list[int], out_d
     return result
 
 
-def publish(out: Path, result: dict, write_outputs, plot: str, tracker) -> None:
-    """A benchmark's outputs: its tables and ``plot`` (by ``write_outputs``), the trajectories, and
-    summary.json (everything but the trajectories); all logged to the tracker."""
-    write_outputs(out, result)
-    (out / "trajectories.json").write_text(json.dumps(result["trajectories"], indent=2))
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in result.items() if k != "trajectories"}, indent=2))
-    for name in ("table.md", "table.csv", plot, "trajectories.json", "summary.json"):
-        tracker.log_artifact(out / name)
-
-
-__all__ = ["BenchConfig", "NullTracker", "load_bench_config", "parse_seeds", "publish", "run_benchmark"]
+__all__ = ["analyse", "compare", "run_benchmark", "write_outputs"]

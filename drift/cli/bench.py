@@ -27,7 +27,7 @@ Tracking = Callable[..., Any]
 """How the benchmarks that record their runs are tracked: a function called, once a benchmark's
 configuration is valid, with its output directory, its name ('pareto', 'efficiency') and the values of
 the options that its further keyword parameters declare (typer-annotated, as a command's). It returns
-the tracker (drift.bench.pareto.NullTracker's interface), or None to record nothing."""
+the tracker (drift.bench.common.NullTracker's interface), or None to record nothing."""
 
 Track = Callable[[Path, str], Any]
 
@@ -141,7 +141,9 @@ def pareto(
     *,
     track: Track,
 ) -> None:
-    from drift.bench.pareto import load_bench_config, parse_seeds, run_benchmark
+    from drift.bench.common import parse_seeds
+    from drift.bench.pareto import run_benchmark
+    from drift.config import load_bench_config
 
     seeds = parse_seeds(seeds)
     bench, base = load_bench_config(config, overrides_dict(overrides))
@@ -163,8 +165,9 @@ def efficiency(
     *,
     track: Track,
 ) -> None:
-    from drift.bench.efficiency import EfficiencyBenchConfig, run_benchmark
-    from drift.bench.pareto import load_bench_config, parse_seeds
+    from drift.bench.common import parse_seeds
+    from drift.bench.efficiency import run_benchmark
+    from drift.config import EfficiencyBenchConfig, load_bench_config
 
     seeds = parse_seeds(seeds)
     bench, base = load_bench_config(config, overrides_dict(overrides), schema=EfficiencyBenchConfig)

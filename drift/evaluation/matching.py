@@ -8,8 +8,10 @@ import numpy as np
 
 
 def at_level(xs: list[float], ys: list[float], level: float) -> float:
-    """y where the trajectory first reaches x = ``level``, linearly interpolated between the two
-    checkpoints that bracket it (in training order); NaN if the trajectory never gets there."""
+    """y where the trajectory first crosses x = ``level``, in either direction (diversity falls as
+    training goes on), linearly interpolated between the two checkpoints that bracket it (in
+    training order); NaN if the trajectory never gets there. Where a run reaches an alignment level
+    is ``drift.bench.common.reach``."""
     for i in range(len(xs) - 1):
         x0, x1 = xs[i], xs[i + 1]
         if (x0 - level) * (x1 - level) <= 0:
