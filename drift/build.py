@@ -11,6 +11,7 @@ from drift.config import DriftConfig
 from drift.data.prompts import read_prompts, split_prompts
 from drift.errors import DriftError
 from drift.models import T2IModel, load_model
+from drift.models.trained import BaseLocator
 from drift.registry import EMBEDDINGS
 from drift.scoring.protocols import Embedding
 from drift.scoring.rewards import WeightedReward
@@ -44,15 +45,17 @@ def check_device(device: str) -> str:
     return device
 
 
-def build_parts(cfg: DriftConfig, model_source: str | None = None, prompts: pd.DataFrame | None = None) -> RunParts:
-    """Everything a run needs; ``model_source`` overrides cfg.model.source (e.g. a fine-tuned model),
-    ``prompts`` the prompt table read from cfg.data.prompts (e.g. one already validated)."""
+def build_parts(cfg: DriftConfig, model_source: str | None = None, prompts: pd.DataFrame | None = None,
+                locate: BaseLocator | None = None) -> RunParts:
+    """Everything a run needs; ``model_source`` overrides cfg.model.source (e.g. a fine-tuned model,
+    whose base is cfg.model.source or found by ``locate``: drift.models.trained), ``prompts`` the
+    prompt table read from cfg.data.prompts (e.g. one already validated)."""
     table = read_prompts(cfg.data.prompts, cfg.data.max_file_mb) if prompts is None else prompts
     device = check_device(cfg.run.device)
     embed = EMBEDDINGS.build(cfg.embedding.name, device=device, **cfg.embedding.args)
     shaping = cfg.drift.shaping.embedding
     model = load_model(model_source or cfg.model.source, cfg.model.family, device, DTYPES[cfg.model.dtype],
-                       cfg.model.revision, **cfg.model.options.model_dump())
+                       cfg.model.revision, base=cfg.model.source, locate=locate, **cfg.model.options.model_dump())
     return RunParts(
         model=model,
         reward=WeightedReward.from_config(cfg.reward, device),

@@ -34,3 +34,5 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     # A pixel-space pipeline has no VAE to save; diffusers warns about the None component.
     logging.getLogger("diffusers.pipelines.pipeline_utils").addFilter(DropMessages("self.vae=None"))
+    # Loading a denoiser's LoRA adapters, diffusers looks for text-encoder adapters too, and says so.
+    logging.getLogger("diffusers.loaders.lora_base").addFilter(DropMessages("No LoRA keys associated to"))

@@ -37,6 +37,7 @@ def figures_under_protocol(tracking_uri: str, version: ModelVersion, cfg, prompt
     """{'version', 'figures', 're_evaluated', 'own_terms'} of a registered version under this run's
     protocol: its recorded figures when its protocol id matches, else it is downloaded and
     evaluated now, exactly as the candidate was."""
+    from mlops.artifacts import base_from_store
     from mlops.model_registry import download_generator
 
     own_terms = [t for t in version.tags.get(OWN_TERMS, "").split(",") if t]
@@ -45,7 +46,7 @@ def figures_under_protocol(tracking_uri: str, version: ModelVersion, cfg, prompt
         return {"version": version.version, "figures": recorded, "re_evaluated": False, "own_terms": own_terms}
     with tempfile.TemporaryDirectory() as tmp:
         registered = download_generator(tracking_uri, version.name, version.version, tmp)
-        parts = build_parts(cfg, model_source=str(registered.pipeline), prompts=prompts)
+        parts = build_parts(cfg, model_source=str(registered.model_dir), prompts=prompts, locate=base_from_store)
         ev = evaluate_with_config(cfg, parts.model, parts.reward, parts.embed, parts.eval_prompts)
     return {"version": version.version, "figures": gated_figures(ev.metrics), "re_evaluated": True,
             "own_terms": own_terms, "recorded_protocol": version.tags.get(PROTOCOL_ID, "none")}

@@ -131,10 +131,11 @@ def label(
     device = check_device(cfg.run.device)
     with tempfile.TemporaryDirectory(prefix="drift-label-") as tmp:
         if model:
-            generator = from_directory(model, cfg.sampler(evaluation=True), cfg.model.family, device)
+            generator = from_directory(model, cfg.sampler(evaluation=True), cfg.model.family, device,
+                                       cfg.model.source)
         else:
             generator = from_registry(model_name or cfg.registry.model_name, _tracking_uri(tracking_uri), tmp, version,
-                                      alias or "champion", cfg.model.family, device)
+                                      alias or "champion", cfg.model.family, device, cfg.model.source)
         try:
             server = LabelServer(LabelSession(generator, prompts, out, seed), host, port, access)
         except OSError as err:

@@ -78,7 +78,7 @@ def finetune(cfg: DriftConfig, prompts: pd.DataFrame, mlflow_run_id: str | None,
     if run.resumed_from is not None:
         print(f"resumed from {run.resumed_from}")
     trainer = run.trainer
-    trainer.save_model(model_dir)
+    trainer.save_model(model_dir, run.base)
     n = cfg.eval.samples_per_prompt
     preview = image_grid(trainer.last_evaluation.images[: PREVIEW_PROMPTS * n], n, upscale=4)
     shutil.rmtree(run_dir)

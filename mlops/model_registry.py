@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from mlflow.models import Model
 
 from drift.config import SamplerSettings
 from drift.errors import DriftError
-from mlops.pyfunc_model import requirements
+from drift.models.trained import LORA_WEIGHTS, BaseReference, read_manifest
+from mlops.pyfunc_model import GENERATOR_CODE, generator_signature, requirements
 
 
 def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -29,16 +31,60 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
         return None
 
 
+def _register(client: MlflowClient, name: str, info, tags: dict) -> str:
+    version = mlflow.register_model(info.model_uri, name).version
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+    return version
+
+
 def register_version(client: MlflowClient, name: str, code: Path, artifacts: dict[str, str], tags: dict,
                      signature=None, artifact_path: str = "model") -> str:
     """Log the pyfunc defined by the source file ``code`` with ``artifacts`` in the active run,
     register it as a new version of ``name``, tag it, and return the version."""
     info = mlflow.pyfunc.log_model(name=artifact_path, python_model=str(code), artifacts=artifacts,
                                    signature=signature, pip_requirements=requirements())
-    version = mlflow.register_model(info.model_uri, name).version
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value))
-    return version
+    return _register(client, name, info, tags)
+
+
+class _GeneratorWithAdapter:
+    """The generator pyfunc (models from code), plus MLflow's own ``diffusers`` flavor for LoRA
+    versions: the flavor's adapter folder is the pyfunc's ``trained`` artifact (diffusers' LoRA
+    format), so the adapters are stored once and ``mlflow.diffusers.load_model(uri).load_pipeline()``
+    gives the base pipeline with them applied. Used as ``Model.log``'s flavor."""
+
+    __name__ = "mlflow.pyfunc"
+
+    @staticmethod
+    def save_model(path, mlflow_model: Model, base: BaseReference | None = None, **pyfunc_options):
+        import diffusers
+
+        mlflow.pyfunc.save_model(path=path, mlflow_model=mlflow_model, **pyfunc_options)
+        if base is None:
+            return
+        trained = mlflow_model.flavors["python_function"]["artifacts"]["trained"]["path"]
+        mlflow_model.add_flavor("diffusers", base_model=base.source, adapter_type="lora", adapter_weights=trained,
+                                weight_name=LORA_WEIGHTS, diffusers_version=diffusers.__version__,
+                                **({"base_model_revision": base.revision} if base.revision else {}))
+        mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def register_generator(client: MlflowClient, name: str, trained_dir: Path, sampler: SamplerSettings,
+                       tags: dict) -> str:
+    """Log the generator (what the run trained, on its pinned base, and the sampler settings it is
+    evaluated with) in the active run, with the diffusers flavor when it trained LoRA adapters;
+    register it as a new version of ``name``, tag it, and return the version."""
+    manifest = read_manifest(trained_dir)
+    with tempfile.TemporaryDirectory(prefix="drift-sampling-") as tmp:
+        sampling = Path(tmp) / "sampling.json"
+        sampling.write_text(sampler.model_dump_json())
+        info = Model.log(artifact_path=None, name="model", flavor=_GeneratorWithAdapter, flavor_name="pyfunc.ModelFromCode",
+                         python_model=str(GENERATOR_CODE),
+                         artifacts={"trained": str(trained_dir), "sampling": str(sampling)},
+                         signature=generator_signature(sampler), pip_requirements=requirements(),
+                         model_config={"base_model": None},  # where a local base is, given at load time
+                         base=manifest.base if manifest.trained == "lora" else None)
+    return _register(client, name, info, tags)
 
 
 LOCK_SUFFIX = ".promotion-lock"
@@ -93,39 +139,46 @@ def compare_and_promote(client: MlflowClient, name: str, version: str, decide) -
 
 @dataclass
 class RegisteredGenerator:
-    """A downloaded version of a registered generator: its pipeline directory and the sampler
-    settings it was registered with."""
+    """A downloaded version of a registered generator: its model directory (what the run trained on
+    a pinned base, or for versions registered before that the whole pipeline: ``load_model`` opens
+    both) and the sampler settings it was registered with."""
 
     name: str
     version: str
-    pipeline: Path
+    model_dir: Path
     sampler: SamplerSettings
+
+
+def _download(tracking_uri: str, name: str, version: str, dst: str | Path, needs: set[str],
+              kind: str) -> tuple[Path, dict[str, Path]]:
+    """Version ``version`` of ``name`` downloaded into ``dst``: its folder and its pyfunc artifacts
+    by name, which must include ``needs`` (else it is not a ``kind``)."""
+    source = MlflowClient(tracking_uri, tracking_uri).get_model_version_download_uri(name, version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=tracking_uri))
+    artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts") or {}
+    if not needs <= artifacts.keys():
+        raise DriftError(f"{name} version {version} is not a registered {kind} (its artifacts are "
+                         f"{sorted(artifacts)}, expected {', '.join(sorted(needs))})")
+    return local, {key: local / entry["path"] for key, entry in artifacts.items()}
 
 
 def download_generator(tracking_uri: str, name: str, version: str, dst: str | Path) -> RegisteredGenerator:
     """Version ``version`` of the registered generator ``name``, downloaded into ``dst``."""
-    source = MlflowClient(tracking_uri, tracking_uri).get_model_version_download_uri(name, version)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=tracking_uri))
-    artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts") or {}
-    if not {"pipeline", "sampling"} <= artifacts.keys():
-        raise DriftError(f"{name} version {version} is not a registered DRIFT generator (its artifacts are "
-                         f"{sorted(artifacts)}, expected 'pipeline' and 'sampling')")
-    sampler = SamplerSettings.model_validate_json((local / artifacts["sampling"]["path"]).read_text())
-    return RegisteredGenerator(name, version, local / artifacts["pipeline"]["path"], sampler)
+    _, artifacts = _download(tracking_uri, name, version, dst, {"sampling"}, "DRIFT generator")
+    model_dir = artifacts.get("trained") or artifacts.get("pipeline")
+    if model_dir is None:
+        raise DriftError(f"{name} version {version} is not a registered DRIFT generator (no 'trained' or 'pipeline' "
+                         "artifact)")
+    return RegisteredGenerator(name, version, model_dir, SamplerSettings.model_validate_json(
+        artifacts["sampling"].read_text()))
 
 
 def download_reward_head(tracking_uri: str, name: str, dst: str | Path,
                          alias: str = "champion") -> tuple[Path, str] | None:
     """The head directory of the registered preference reward model ``name`` at ``alias``,
     downloaded into ``dst``, and its version; None when no version has the alias."""
-    client = MlflowClient(tracking_uri, tracking_uri)
-    version = version_by_alias(client, name, alias)
+    version = version_by_alias(MlflowClient(tracking_uri, tracking_uri), name, alias)
     if version is None:
         return None
-    source = client.get_model_version_download_uri(name, version.version)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=tracking_uri))
-    artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts") or {}
-    if "head" not in artifacts:
-        raise DriftError(f"{name} version {version.version} is not a registered preference reward head (its "
-                         f"artifacts are {sorted(artifacts)}, expected 'head')")
-    return local / artifacts["head"]["path"], version.version
+    _, artifacts = _download(tracking_uri, name, version.version, dst, {"head"}, "preference reward head")
+    return artifacts["head"], version.version

@@ -17,19 +17,19 @@ from drift.build import build_parts
 from drift.config import DriftConfig
 from drift.evaluation.protocol import evaluate_with_config, protocol_id, protocol_spec
 from drift.plots import side_by_side, trajectory_plot
-from mlops.artifacts import PipelineArtifact
+from mlops.artifacts import ModelArtifact, base_from_store
 from mlops.champion import figures_under_protocol, protocol_json
 from mlops.configuration import step_config
 from mlops.model_registry import version_by_alias
 
 
 @step(enable_cache=False, experiment_tracker=True)
-def evaluate_model(config: DriftConfig, prompts: pd.DataFrame, model: PipelineArtifact, trajectory: list,
+def evaluate_model(config: DriftConfig, prompts: pd.DataFrame, model: ModelArtifact, trajectory: list,
                    reference_metrics: dict, reference_images: np.ndarray, reward_head: Optional[Path] = None) -> tuple[
         Annotated[dict, "evaluation"], Annotated[Optional[dict], "champion_evaluation"],
         Annotated[np.ndarray, "evaluation_images"]]:
     cfg = step_config(config, reward_head)
-    parts = build_parts(cfg, model_source=str(model.directory), prompts=prompts)
+    parts = build_parts(cfg, model_source=str(model.directory), prompts=prompts, locate=base_from_store)
     ev = evaluate_with_config(cfg, parts.model, parts.reward, parts.embed, parts.eval_prompts, progress=True)
     spec = protocol_spec(cfg, parts.eval_prompts)
     metrics = {**ev.metrics, "protocol_id": protocol_id(spec), "protocol": spec}

@@ -2,7 +2,6 @@
 only through the promotion gate (drift.evaluation.promotion), with the read-compare-set of the
 alias under the registry's promotion lock; end the run with a short report."""
 
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,16 +12,16 @@ from zenml import log_metadata, step
 
 from drift.config import DriftConfig
 from drift.evaluation.promotion import promotion_decision
-from mlops.artifacts import PipelineArtifact
+from drift.models.trained import locate_base, read_manifest
+from mlops.artifacts import ModelArtifact, base_from_store
 from mlops.champion import figures_under_protocol, gated_figures, version_tags
 from mlops.configuration import step_config
-from mlops.model_registry import compare_and_promote, register_version
-from mlops.pyfunc_model import GENERATOR_CODE, GENERATOR_SIGNATURE
+from mlops.model_registry import compare_and_promote, register_generator
 from mlops.report import run_summary
 
 
 @step(enable_cache=False, experiment_tracker=True)
-def register_model(config: DriftConfig, prompts: pd.DataFrame, model: PipelineArtifact, evaluation: dict,
+def register_model(config: DriftConfig, prompts: pd.DataFrame, model: ModelArtifact, evaluation: dict,
                    champion_evaluation: Optional[dict], reference_metrics: dict, data_version: dict,
                    reward_head: Optional[Path] = None,
                    extra_tags: Optional[dict] = None) -> Annotated[dict, "registration"]:
@@ -33,12 +32,10 @@ def register_model(config: DriftConfig, prompts: pd.DataFrame, model: PipelineAr
     run_id = mlflow.active_run().info.run_id
     tags = {**version_tags(candidate, evaluation["protocol_id"], evaluation["protocol"]),
             **{f"data.{k}": v for k, v in data_version.items()}, "mlflow_run_id": run_id, **(extra_tags or {})}
-    with tempfile.TemporaryDirectory() as tmp:
-        sampling = Path(tmp) / "sampling.json"
-        sampling.write_text(cfg.sampler(evaluation=True).model_dump_json())
-        version = register_version(client, name, GENERATOR_CODE,
-                                   {"pipeline": str(model.directory), "sampling": str(sampling)}, tags,
-                                   GENERATOR_SIGNATURE)
+    # A version must load later: its base must be the one it was trained on (a changed local
+    # base stops here, naming both digests).
+    locate_base(read_manifest(model.directory).base, cfg.model.source, base_from_store)
+    version = register_generator(client, name, model.directory, cfg.sampler(evaluation=True), tags)
     client.set_registered_model_alias(name, "challenger", version)
     compared: dict = {}
 

@@ -11,14 +11,14 @@ from zenml import step
 
 from drift.config import DriftConfig
 from drift.training.run import run_key
-from mlops.artifacts import PipelineArtifact
+from mlops.artifacts import ModelArtifact
 from mlops.configuration import step_config
 from mlops.finetuning import finetune, launch
 
 
 @step(enable_cache=False, experiment_tracker=True)
 def drift_finetune(config: DriftConfig, prompts: pd.DataFrame, reward_head: Optional[Path] = None) -> tuple[
-        Annotated[PipelineArtifact, "model"], Annotated[list, "trajectory"]]:
+        Annotated[ModelArtifact, "model"], Annotated[list, "trajectory"]]:
     cfg = step_config(config, reward_head)
     run_id = mlflow.active_run().info.run_id
     mlflow.log_params({"method": cfg.method_name, "iterations": cfg.train.iterations, "lr": cfg.train.lr,
@@ -30,4 +30,5 @@ def drift_finetune(config: DriftConfig, prompts: pd.DataFrame, reward_head: Opti
     else:
         with tempfile.TemporaryDirectory(prefix="drift-finetune-") as workdir:
             result = launch(cfg, prompts, run_id, mlflow.get_tracking_uri(), model_dir, Path(workdir))
-    return PipelineArtifact(model_dir, result.preview, temporary=True), result.trajectory
+    base_dir = Path(cfg.model.source) if Path(cfg.model.source).is_dir() else None
+    return ModelArtifact(model_dir, result.preview, base_dir, temporary=True), result.trajectory

@@ -111,7 +111,7 @@ def test_the_pipeline_fine_tunes_on_two_processes(testbed, zen_env, tmp_path):
     from mlops.model_registry import download_generator
 
     registered = download_generator(zen_env["tracking_uri"], "drift-two-processes", version.version, tmp_path / "dl")
-    weights = load_file(next((registered.pipeline / "unet").glob("*.safetensors")))
+    weights = load_file(next((registered.model_dir / "unet").glob("*.safetensors")))
     trained = run.trainer.model.denoiser.state_dict()
     base_weights = load_file(next((testbed["root"] / "base_model" / "unet").glob("*.safetensors")))
     # Equal to float tolerance relative to what training moved: Adam's normalised steps can turn a

@@ -3,15 +3,15 @@ text encoders, guidance embeddings, dynamic shifting), checked against diffusers
 GRPO / DRIFT iterations with and without LoRA, the first update's unit ratio and the rescoring of
 rollout log-probabilities run on it in tests/test_trainer.py (its ``source`` fixture)."""
 
-import json
 
 import pytest
 import torch
 
-from drift.config import load_config
+from drift.config import SamplerSettings, load_config
 from drift.errors import ConfigError, ModelNotFoundError
 from drift.models import load_model, load_pipeline, wrap_pipeline
 from drift.models.flux import FluxModel
+from drift.models.trained import reference_base
 from drift.sampling.rollout import PromptNoise, condition_noise, conditioning_at, rollout, sample_generators
 from drift.scoring.embeddings import pixels
 from drift.scoring.rewards import WeightedReward
@@ -145,8 +145,9 @@ def test_bf16_lora_on_attention_and_mlp_projections_keeps_fp32_adapters(tiny_flu
 def test_saved_model_reloads_with_equal_outputs_and_the_pyfunc_generates(tiny_flux_dir, tmp_path):
     trainer = _trainer(tiny_flux_dir)
     trainer.step()
-    trainer.save_model(tmp_path / "model")
-    reloaded = load_model(str(tmp_path / "model"), **trainer.cfg.model.options.model_dump())
+    trainer.save_model(tmp_path / "model", reference_base(str(tiny_flux_dir)))
+    options = trainer.cfg.model.options.model_dump()
+    reloaded = load_model(str(tmp_path / "model"), base=str(tiny_flux_dir), **options)
     assert isinstance(reloaded, FluxModel) and reloaded.guidance == 2.0
     x = torch.randn(2, *reloaded.latent_shape, generator=torch.Generator().manual_seed(1))
     cond = reloaded.encode(["a red cat", "a dog"])
@@ -157,24 +158,22 @@ def test_saved_model_reloads_with_equal_outputs_and_the_pyfunc_generates(tiny_fl
 
     import mlflow
     import pandas as pd
+    from mlflow import MlflowClient
 
-    from mlops.pyfunc_model import GENERATOR_CODE, GENERATOR_SIGNATURE, requirements
+    from mlops.model_registry import register_generator
 
-    sampling = tmp_path / "sampling.json"
-    sampling.write_text(json.dumps({"num_steps": 2, "noise_level": 0.0, "guidance_scale": 2.0,
-                                    "negative_prompt": "blurry",
-                                    "model_options": trainer.cfg.model.options.model_dump()}))
+    sampler = SamplerSettings(num_steps=2, noise_level=0.0, guidance_scale=2.0, negative_prompt="blurry",
+                              model_options=options)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(uri)
     try:
         # an experiment of its own: the default one keeps its artifacts under the working directory
         experiment = mlflow.create_experiment("flux-test", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
-            info = mlflow.pyfunc.log_model(name="model", python_model=str(GENERATOR_CODE),
-                                           signature=GENERATOR_SIGNATURE,
-                                           artifacts={"pipeline": str(tmp_path / "model"), "sampling": str(sampling)},
-                                           pip_requirements=requirements())
-        out = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"prompt": ["a red cat"], "seed": [3]}))
+            version = register_generator(MlflowClient(uri, uri), "flux-gen", tmp_path / "model", sampler, {})
+        out = mlflow.pyfunc.load_model(f"models:/flux-gen/{version}", model_config={"base_model": str(tiny_flux_dir)}
+                                       ).predict(pd.DataFrame({"prompt": ["a red cat"], "seed": [3]}))
     finally:
         mlflow.set_tracking_uri(previous)
     assert len(out) == 1 and len(out["image_png_base64"][0]) > 50

@@ -45,7 +45,7 @@ def train(
         print(f"resumed from {run.resumed_from}")
     trainer = run.trainer
     (out / "trajectory.json").write_text(json.dumps(trainer.trajectory, indent=2))
-    trainer.save_model(out / "model")
+    trainer.save_model(out / "model", run.base)
     print(f"trained {trainer.iteration} iterations; model in {out / 'model'}; "
           f"final evaluation {trainer.trajectory[-1]}")
 

@@ -22,6 +22,21 @@ def file_md5(path: str | Path) -> str:
     return file_digest(path, "md5")
 
 
+def content_digest(path: str | Path) -> str:
+    """SHA-256 hex digest of a file or a directory tree's contents: for each file in sorted order,
+    its path relative to the directory (a lone file: its name) and its bytes. Renaming, adding,
+    removing or editing a file changes it; where the tree lies does not."""
+    root = Path(path)
+    files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(root) if f != root else f.name).encode())
+        with open(f, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def dvc_locked_md5(path: str | Path, lock_file: str | Path = "dvc.lock") -> str | None:
     """The md5 dvc.lock records for ``path`` as a stage output, or None if it is not a DVC output."""
     lock = Path(lock_file)

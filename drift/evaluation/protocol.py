@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from drift.config import DriftConfig, SamplerSettings
+from drift.data.provenance import content_digest
 from drift.models.base import T2IModel
 from drift.registry import REFERENCES
 from drift.sampling.rollout import PromptNoise, sample_groups
@@ -90,13 +91,7 @@ def fingerprint(value):
     if isinstance(value, list):
         return [fingerprint(v) for v in value]
     if isinstance(value, str) and value and Path(value).exists():
-        path = Path(value)
-        files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
-        digest = hashlib.sha256()
-        for f in files:
-            digest.update(str(f.relative_to(path) if f != path else f.name).encode())
-            digest.update(f.read_bytes())
-        return f"sha256:{digest.hexdigest()[:16]}"
+        return f"sha256:{content_digest(value)[:16]}"
     return value
 
 

@@ -229,20 +229,3 @@ class T2IModel:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.denoiser.parameters() if p.requires_grad]
-
-    def save_pretrained(self, directory) -> None:
-        """Save the whole pipeline with the current denoiser; LoRA adapters are fused into a copy,
-        so the result loads with ``load_model`` like any base model."""
-        import copy
-
-        denoiser = self.denoiser
-        if getattr(denoiser, "peft_config", None):
-            denoiser = copy.deepcopy(denoiser)
-            denoiser.fuse_lora()
-            denoiser.unload_lora()
-        original = getattr(self.pipe, self.denoiser_attr)
-        self.pipe.register_modules(**{self.denoiser_attr: denoiser})
-        try:
-            self.pipe.save_pretrained(directory)
-        finally:
-            self.pipe.register_modules(**{self.denoiser_attr: original})

@@ -12,6 +12,7 @@ from drift.errors import ModelNotFoundError, UnsupportedModelError
 from drift.models.base import T2IModel
 from drift.models.flux import FluxModel
 from drift.models.sd3 import SD3Model
+from drift.models.trained import BaseLocator, load_trained_pipeline, read_manifest
 from drift.models.unet import UNetModel
 
 # The model families; a new one is its adapter file and one entry here.
@@ -43,15 +44,33 @@ def _missing_model_message(source: str, reason: Exception) -> str:
     )
 
 
-def load_pipeline(source: str, revision: str | None = None, dtype: torch.dtype = torch.float32) -> DiffusionPipeline:
+def _cached_revisions(repo_id: str) -> list[str]:
+    """The commits of ``repo_id`` in the local Hugging Face cache (for messages)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        return sorted(r.commit_hash for repo in scan_cache_dir().repos if repo.repo_id == repo_id
+                      for r in repo.revisions)
+    except Exception:  # no cache at all: nothing to list
+        return []
+
+
+def load_pipeline(source: str, revision: str | None = None, dtype: torch.dtype = torch.float32,
+                  **components) -> DiffusionPipeline:
     """``DiffusionPipeline.from_pretrained`` with components that model_index.json lists as null
-    passed as None (a pixel-space model has no VAE), and one clear error when the model is missing."""
+    passed as None (a pixel-space model has no VAE), ``components`` in place of the saved ones, and
+    one clear error when the model (at that revision) is missing."""
     try:
         index = DiffusionPipeline.load_config(source, revision=revision)
         absent = {k: None for k, v in index.items() if isinstance(v, list) and v and v[0] is None}
-        return DiffusionPipeline.from_pretrained(source, revision=revision, dtype=dtype, **absent)
+        return DiffusionPipeline.from_pretrained(source, revision=revision, dtype=dtype, **{**absent, **components})
     except (OSError, ValueError) as err:
-        raise ModelNotFoundError(_missing_model_message(source, err)) from err
+        message = _missing_model_message(source, err)
+        if revision is not None and not Path(source).is_dir():
+            cached = _cached_revisions(source)
+            message = (f"revision {revision} of {source} is needed (the one the model was trained on); the cache holds "
+                       f"{', '.join(cached) if cached else 'no revision of it'}. " + message)
+        raise ModelNotFoundError(message) from err
 
 
 def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32, *,
@@ -77,7 +96,15 @@ def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype =
 
 
 def load_model(source: str, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32,
-               revision: str | None = None, **options) -> T2IModel:
+               revision: str | None = None, *, base: str | None = None, locate: BaseLocator | None = None,
+               **options) -> T2IModel:
     """Load a text-to-image model from a hub id or a local directory, ready for rollouts (the
-    keyword ``options`` as in ``wrap_pipeline``: height, width, guidance, max_sequence_length)."""
-    return wrap_pipeline(load_pipeline(source, revision, dtype), family, device, dtype, **options)
+    keyword ``options`` as in ``wrap_pipeline``: height, width, guidance, max_sequence_length). A
+    directory a run wrote (drift.models.trained: trained parts and a pinned base) is rebuilt from
+    its base, found at ``base`` (the run's configured model.source), at its recorded path, or by
+    ``locate``; its family is the one it was trained with unless ``family`` says otherwise."""
+    manifest = read_manifest(source) if Path(source).is_dir() else None
+    if manifest is None:
+        return wrap_pipeline(load_pipeline(source, revision, dtype), family, device, dtype, **options)
+    pipe = load_trained_pipeline(source, manifest, dtype, base, locate)
+    return wrap_pipeline(pipe, manifest.family if family == "auto" else family, device, dtype, **options)

@@ -18,6 +18,7 @@ from pathlib import Path
 from drift.build import RunParts, build_trainer
 from drift.config import DriftConfig
 from drift.errors import DriftError
+from drift.models.trained import BaseReference, reference_base
 from drift.training import checkpoints
 from drift.training import distributed as dist
 from drift.training.trainer import MetricsCallback, Trainer
@@ -30,6 +31,7 @@ METRICS_LOG = "metrics.jsonl"
 @dataclass
 class TrainingRun:
     trainer: Trainer
+    base: BaseReference  # the base model, pinned when the run started (what save_model records)
     resumed_from: Path | None = None
     damaged_checkpoints: list[str] = field(default_factory=list)  # newer ones skipped, and why
 
@@ -77,7 +79,7 @@ def run_training(cfg: DriftConfig, run_dir: str | Path, parts: RunParts | None =
     run_dir = Path(run_dir)
     trainer = build_trainer(cfg, parts)
     ckpt_dir = run_dir / "checkpoints"
-    run = TrainingRun(trainer)
+    run = TrainingRun(trainer, reference_base(cfg.model.source, cfg.model.revision))
     if not resume and checkpoints.list_checkpoints(ckpt_dir):
         raise DriftError(f"{run_dir} already holds checkpoints of an earlier run: resume it (drift train --resume), "
                          "or give the new run another run.name or --out")

@@ -39,6 +39,7 @@ from drift.method.advantages import drift_advantages
 from drift.method.grpo import clipped_policy_loss, mean_kl
 from drift.method.iteration_schedule import linear_schedule
 from drift.models.base import T2IModel
+from drift.models.trained import BaseReference, save_trained
 from drift.sampling.rollout import (
     PromptNoise,
     Rollout,
@@ -404,11 +405,12 @@ class Trainer:
             return evaluate_with_config(self.cfg, self.model, self.reward, self.embed, self.eval_prompts,
                                         denoiser=self.policy)
 
-    def save_model(self, directory: str | Path) -> None:
-        """The trained pipeline as a diffusers directory (EMA weights when on, LoRA fused), which
-        ``load_model`` opens like any base model."""
+    def save_model(self, directory: str | Path, base: BaseReference) -> Path:
+        """What training changed (EMA weights when on): the LoRA adapters in diffusers' format, or
+        the whole denoiser, with ``base`` pinning the rest (drift.models.trained); ``load_model``
+        opens the directory."""
         with self.evaluation_weights():
-            self.model.save_pretrained(directory)
+            return save_trained(self.model, directory, base)
 
     def record_evaluation(self) -> dict[str, float]:
         self.last_evaluation = self.evaluate()

@@ -34,18 +34,22 @@ class Generator:
         return f"{self.name} version {self.version}" if self.version else self.name
 
 
-def from_directory(path: str | Path, sampler: SamplerSettings, family: str = "auto", device: str = "cpu") -> Generator:
-    """A local pipeline directory (e.g. the model `drift train` writes), sampled as configured."""
+def from_directory(path: str | Path, sampler: SamplerSettings, family: str = "auto", device: str = "cpu",
+                   base: str | None = None) -> Generator:
+    """A local model directory (e.g. the model `drift train` writes, on the base ``base``: the run
+    configuration's model.source), sampled as configured."""
     from drift.models import load_model
 
-    return Generator(load_model(str(path), family, device, **sampler.model_options.model_dump()), str(path), "",
-                     sampler)
+    model = load_model(str(path), family, device, base=base, **sampler.model_options.model_dump())
+    return Generator(model, str(path), "", sampler)
 
 
 def from_registry(name: str, tracking_uri: str, dst: str | Path, version: str | None = None,
-                  alias: str = "champion", family: str = "auto", device: str = "cpu") -> Generator:
+                  alias: str = "champion", family: str = "auto", device: str = "cpu",
+                  base: str | None = None) -> Generator:
     """Version ``version`` (or the one with ``alias``) of the registered generator ``name``,
-    downloaded into ``dst``: its pipeline directory and the sampler settings registered with it."""
+    downloaded into ``dst`` (its model and the sampler settings registered with it), on the base
+    ``base`` (the run configuration's model.source) where it is a local directory."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -62,5 +66,5 @@ def from_registry(name: str, tracking_uri: str, dst: str | Path, version: str | 
                          f"({str(err).splitlines()[0]}): train and register one first (make demo), or pass "
                          "--version N, --alias NAME or --model DIR") from None
     sampler = registered.sampler
-    model = load_model(str(registered.pipeline), family, device, **sampler.model_options.model_dump())
+    model = load_model(str(registered.model_dir), family, device, base=base, **sampler.model_options.model_dump())
     return Generator(model, name, version, sampler)
