@@ -194,3 +194,39 @@ def test_checkpoints_of_a_lora_run_hold_the_adapters_and_their_optimizer_state_o
         p.numel() for n, p in trainer.model.denoiser.named_parameters() if n in trained)
     moments = ckpt.state["optimizer"]["state"]
     assert set(moments) <= {n.replace(".default", "") for n in trained} | trained
+
+
+def test_a_hub_base_is_pinned_to_the_revision_it_was_trained_on(tiny_sd3_dir, tmp_path, monkeypatch):
+    """A hub id is referenced with the commit it was loaded at (read from the local cache, offline),
+    and a trained model loads on that commit even after the hub's main branch moved; without that
+    commit in the cache, the message names it and the commits the cache holds."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from drift.models.trained import reference_base
+    from tests.test_trainer import make_trainer
+
+    repo = tmp_path / "hub" / "models--drift-test--tiny-sd3"
+    trained_on, later = "a" * 40, "b" * 40
+    shutil.copytree(tiny_sd3_dir, repo / "snapshots" / trained_on)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(trained_on)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    trainer = make_trainer("drift-test/tiny-sd3", lora=True, iterations=1)
+    trainer.step()
+    base = reference_base("drift-test/tiny-sd3")
+    assert (base.source, base.revision, base.digest) == ("drift-test/tiny-sd3", trained_on, None)
+    trainer.save_model(tmp_path / "model", base)
+
+    shutil.copytree(repo / "snapshots" / trained_on, repo / "snapshots" / later)
+    scheduler = repo / "snapshots" / later / "scheduler" / "scheduler_config.json"
+    scheduler.write_text(scheduler.read_text().replace('"shift": 3.0', '"shift": 1.5'))
+    (repo / "refs" / "main").write_text(later)
+    assert load_model("drift-test/tiny-sd3", height=16, width=16).pipe.scheduler.config.shift == 1.5  # main moved
+    model = load_model(str(tmp_path / "model"), height=16, width=16)
+    assert model.pipe.scheduler.config.shift == 3.0  # the commit it was trained on, not main's
+    shutil.rmtree(repo / "snapshots" / trained_on)
+    with pytest.raises(ModelNotFoundError, match=f"revision {trained_on} of drift-test/tiny-sd3 is needed.*{later}"):
+        load_model(str(tmp_path / "model"), height=16, width=16)
