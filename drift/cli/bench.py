@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-import click
 import typer
 
 from drift.cli.options import (
@@ -95,16 +94,29 @@ def prompt_noise(
     print(f"finished in {result['wall_seconds']:.0f} s; outputs in {out}")
 
 
+def _one_of(option: str, *choices: str) -> Callable[[str], str]:
+    """A parser that takes one of ``choices`` (for a repeatable option, which typer cannot type as a
+    list of literals)."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise typer.BadParameter(f"{text!r} is not one of {', '.join(map(repr, choices))}",
+                                     param_hint=f"'{option}'")
+        return text
+
+    return parse
+
+
 def gpu(
     out: Annotated[Path, typer.Option(help="output directory (bench_gpu.json, bench_gpu.md)", show_default=False)],
     model: Annotated[list[str] | None, typer.Option(
-        click_type=click.Choice(["sd35m", "flux-dev"]), help="only this model (repeatable; default both)")] = None,
+        parser=_one_of("--model", "sd35m", "flux-dev"), metavar="sd35m|flux-dev",
+        help="only this model (repeatable; default both)")] = None,
     phase: Annotated[list[str] | None, typer.Option(
-        click_type=click.Choice(["rollout", "update", "fit"]),
+        parser=_one_of("--phase", "rollout", "update", "fit"), metavar="rollout|update|fit",
         help="only this phase (repeatable; default all; update and fit roll out once, untimed, without "
              "rollout)")] = None,
-    scale: Annotated[str, typer.Option(
-        click_type=click.Choice(["full", "tiny"]),
+    scale: Annotated[Literal["full", "tiny"], typer.Option(
         help="full: the published sizes (on cuda); tiny: small architectures (on the CPU)")] = "full",
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda at full scale, cpu at tiny)")] = None,
     resolution: Annotated[int | None, typer.Option(
