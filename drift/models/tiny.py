@@ -1,14 +1,23 @@
-"""Random-weight miniature pipelines of the real architectures (SD 1.5, SD 3 and FLUX.1 class).
+"""Random-weight pipelines of the real architectures (SD 1.5, SD 3 and FLUX.1 class).
 
-Built from configs with no download, saved with ``save_pretrained``, and opened again through
-``drift.models.load_model`` exactly like a hub model: tests and smoke runs exercise the real
-loading, encoding, denoising and decoding code on CPU in seconds.
+Miniature ones (``build_tiny_*``) are built from configs with no download, saved with
+``save_pretrained``, and opened again through ``drift.models.load_model`` exactly like a hub
+model: tests and smoke runs exercise the real loading, encoding, denoising and decoding code on
+CPU in seconds. ``random_pipeline`` builds an SD 3 or FLUX.1 pipeline of any size from an
+architecture specification (the components' configs, as in a hub repository), initialised
+directly on a device and in a dtype: the GPU benchmark builds SD 3.5 Medium and FLUX.1-dev at
+full size this way (configs/gpu/).
+
+Tokenizers are character-level over lowercase letters and digits and need no files from a hub;
+the text encoders' vocabulary fields (size, special token ids) follow them, whatever a
+specification says, so that a published text-encoder config can be used as it is.
 """
 
 from __future__ import annotations
 
 import json
 import string
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -38,7 +47,7 @@ MAX_TOKENS = 16
 MAX_T5_TOKENS = 32
 
 
-def tiny_clip_tokenizer(directory: Path) -> CLIPTokenizer:
+def tiny_clip_tokenizer(directory: Path, max_length: int = MAX_TOKENS) -> CLIPTokenizer:
     """A character-level CLIP BPE tokenizer (no merges) over lowercase letters and digits."""
     directory.mkdir(parents=True, exist_ok=True)
     chars = string.ascii_lowercase + string.digits
@@ -48,29 +57,142 @@ def tiny_clip_tokenizer(directory: Path) -> CLIPTokenizer:
         vocab[c + "</w>"] = len(vocab)
     (directory / "vocab.json").write_text(json.dumps(vocab))
     (directory / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=MAX_TOKENS,
+    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=max_length,
                          pad_token="!")
 
 
-def tiny_t5_tokenizer() -> T5Tokenizer:
+def tiny_t5_tokenizer(max_length: int = MAX_T5_TOKENS) -> T5Tokenizer:
     """A character-level T5 (Unigram) tokenizer over lowercase letters and digits: <pad> 0, </s> 1,
     <unk> 2, the word boundary, then one piece per character."""
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     pieces += [(c, -3.0) for c in string.ascii_lowercase + string.digits]
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=MAX_T5_TOKENS)
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
 
 
-def _clip_config(tokenizer) -> CLIPTextConfig:
-    return CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, max_position_embeddings=MAX_TOKENS, projection_dim=TEXT_DIM,
-                          bos_token_id=0, eos_token_id=1, pad_token_id=2)
+def _depth(layers: int | None, key: str) -> dict:
+    return {} if layers is None else {key: layers}
 
 
-def _tiny_vae(**kwargs) -> AutoencoderKL:
+def clip_text_encoder(tokenizer, arch: dict, with_projection: bool, layers: int | None = None) -> CLIPTextModel:
+    """A CLIP text encoder of the architecture ``arch`` (a CLIPTextConfig's fields), ``layers`` deep
+    if given, over the vocabulary of ``tokenizer`` (``tiny_clip_tokenizer``)."""
+    config = CLIPTextConfig(**{**arch, **_depth(layers, "num_hidden_layers"), "vocab_size": len(tokenizer),
+                               "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2})
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
+
+
+def t5_encoder(tokenizer, arch: dict, layers: int | None = None) -> T5EncoderModel:
+    """A T5 encoder of the architecture ``arch`` (a T5Config's fields), ``layers`` deep if given,
+    over the vocabulary of ``tokenizer`` (``tiny_t5_tokenizer``)."""
+    return T5EncoderModel(T5Config(**{**arch, **_depth(layers, "num_layers"), "vocab_size": len(tokenizer),
+                                      "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}))
+
+
+@contextmanager
+def _init_on(device: torch.device | str, dtype: torch.dtype):
+    """Modules built inside are allocated and initialised on ``device`` in ``dtype``: no float32
+    copy on the CPU first, so that billions of parameters build in seconds on a GPU."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _sd3_pipeline(arch: dict, tokenizer_dir: Path, layers: int | None) -> StableDiffusion3Pipeline:
+    tokenizer = tiny_clip_tokenizer(tokenizer_dir, arch["clip_tokens"])
+    transformer = SD3Transformer2DModel.from_config(arch["transformer"])
+    vae = AutoencoderKL.from_config(arch["vae"])
+    text_encoder = clip_text_encoder(tokenizer, arch["text_encoder"], with_projection=True, layers=layers)
+    text_encoder_2 = clip_text_encoder(tokenizer, arch["text_encoder_2"], with_projection=True, layers=layers)
+    t5_tokenizer = t5 = None
+    if arch.get("text_encoder_3") is not None:
+        t5_tokenizer = tiny_t5_tokenizer(arch["t5_tokens"])
+        t5 = t5_encoder(t5_tokenizer, arch["text_encoder_3"], layers)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler.from_config(arch["scheduler"]), vae=vae,
+        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer,
+        text_encoder_3=t5, tokenizer_3=t5_tokenizer,
+    )
+
+
+def _flux_pipeline(arch: dict, tokenizer_dir: Path, layers: int | None) -> FluxPipeline:
+    tokenizer = tiny_clip_tokenizer(tokenizer_dir, arch["clip_tokens"])
+    t5_tokenizer = tiny_t5_tokenizer(arch["t5_tokens"])
+    t5 = t5_encoder(t5_tokenizer, arch["text_encoder_2"], layers)
+    transformer = FluxTransformer2DModel.from_config(arch["transformer"])
+    vae = AutoencoderKL.from_config(arch["vae"])
+    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler.from_config(arch["scheduler"]), vae=vae,
+                        text_encoder=clip_text_encoder(tokenizer, arch["text_encoder"], with_projection=False,
+                                                                 layers=layers),
+                        tokenizer=tokenizer, text_encoder_2=t5, tokenizer_2=t5_tokenizer, transformer=transformer)
+
+
+PIPELINES = {"StableDiffusion3Pipeline": _sd3_pipeline, "FluxPipeline": _flux_pipeline}
+
+
+def random_pipeline(arch: dict, tokenizer_dir: str | Path, device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.float32, text_encoder_layers: int | None = None):
+    """A pipeline with random weights from an architecture specification, laid out like a hub
+    repository's model_index.json with each component's config inline:
+
+    * ``_class_name``: StableDiffusion3Pipeline or FluxPipeline;
+    * ``transformer``, ``vae``, ``scheduler``: the diffusers configs (config.json, scheduler_config.json);
+    * ``text_encoder``, ``text_encoder_2`` (and SD 3's ``text_encoder_3``, which may be None): the
+      CLIPTextConfig / T5Config fields of the pipeline's text encoders (SD 3: CLIP-L, CLIP-G, T5;
+      FLUX: CLIP-L, T5);
+    * ``clip_tokens``, ``t5_tokens``: the tokenizers' lengths (the pipelines pad prompts to them).
+
+    The CLIP tokenizer's files are written to ``tokenizer_dir``. With ``text_encoder_layers`` the
+    text encoders are built that many layers deep (shallow, at their full width) instead of their
+    configs' depth. The modules are initialised on ``device`` in ``dtype``, in the order of their
+    fields above (FLUX: the T5 encoder first), each from the global torch RNG; on the "meta" device
+    nothing is allocated (parameter counts only)."""
+    if arch.get("_class_name") not in PIPELINES:
+        raise ValueError(f"architecture _class_name must be one of {', '.join(PIPELINES)}, got {arch.get('_class_name')!r}")
+    with _init_on(device, dtype):
+        return PIPELINES[arch["_class_name"]](arch, Path(tokenizer_dir), text_encoder_layers)
+
+
+def _tiny_vae(**kwargs) -> dict:
     # Two blocks: 16 x 16 RGB images <-> 8 x 8 x 4 latents.
-    return AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         latent_channels=4, norm_num_groups=4, sample_size=16, **kwargs)
+    return dict(in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                latent_channels=4, norm_num_groups=4, sample_size=16, **kwargs)
+
+
+TINY_CLIP = dict(hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 max_position_embeddings=MAX_TOKENS, projection_dim=TEXT_DIM)
+
+# SD 3 without T5 (the SD 3 pipeline allows it): two CLIP text encoders with projection.
+TINY_SD3 = {
+    "_class_name": "StableDiffusion3Pipeline",
+    "transformer": dict(sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
+                        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=TEXT_DIM,
+                        pooled_projection_dim=2 * TEXT_DIM),
+    "vae": _tiny_vae(shift_factor=0.0609, scaling_factor=1.5035),
+    "scheduler": dict(shift=3.0),
+    "text_encoder": TINY_CLIP, "text_encoder_2": TINY_CLIP, "text_encoder_3": None,
+    "clip_tokens": MAX_TOKENS, "t5_tokens": MAX_T5_TOKENS,
+}
+
+# FLUX.1-dev's: guidance embeddings, rotary position ids, gated-GELU T5 (v1.1), a VAE without quant
+# convs, dynamic shifting.
+TINY_FLUX = {
+    "_class_name": "FluxPipeline",
+    "transformer": dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+                        num_attention_heads=4, joint_attention_dim=TEXT_DIM, pooled_projection_dim=TEXT_DIM,
+                        guidance_embeds=True, axes_dims_rope=(2, 2, 4)),
+    "vae": _tiny_vae(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611),
+    "scheduler": dict(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256, max_image_seq_len=4096,
+                      base_shift=0.5, max_shift=1.15),
+    "text_encoder": TINY_CLIP,
+    "text_encoder_2": dict(d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+                           feed_forward_proj="gated-gelu"),
+    "clip_tokens": MAX_TOKENS, "t5_tokens": MAX_T5_TOKENS,
+}
 
 
 def build_tiny_sd15(directory: str | Path, seed: int = 0) -> Path:
@@ -85,7 +207,8 @@ def build_tiny_sd15(directory: str | Path, seed: int = 0) -> Path:
     )
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=_tiny_vae(), text_encoder=CLIPTextModel(_clip_config(tokenizer)),
+    pipe = StableDiffusionPipeline(vae=AutoencoderKL(**_tiny_vae()),
+                                   text_encoder=clip_text_encoder(tokenizer, TINY_CLIP, with_projection=False),
                                    tokenizer=tokenizer, unet=unet, scheduler=scheduler, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(directory)
@@ -93,50 +216,21 @@ def build_tiny_sd15(directory: str | Path, seed: int = 0) -> Path:
 
 
 def build_tiny_sd3(directory: str | Path, seed: int = 0) -> Path:
-    """An SD 3-architecture pipeline: SD3Transformer2DModel, AutoencoderKL, two CLIP text encoders
-    with projection (no T5, which the SD 3 pipeline allows), FlowMatchEulerDiscreteScheduler."""
+    """An SD 3-architecture pipeline (``TINY_SD3``): SD3Transformer2DModel, AutoencoderKL, two CLIP
+    text encoders with projection, no T5, FlowMatchEulerDiscreteScheduler."""
     directory = Path(directory)
     torch.manual_seed(seed)
-    tokenizer = tiny_clip_tokenizer(directory / "_tokenizer_src")
-    transformer = SD3Transformer2DModel(
-        sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
-        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=TEXT_DIM,
-        pooled_projection_dim=2 * TEXT_DIM,
-    )
-    vae = _tiny_vae()
-    vae.register_to_config(shift_factor=0.0609, scaling_factor=1.5035)
-    pipe = StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
-        text_encoder=CLIPTextModelWithProjection(_clip_config(tokenizer)), tokenizer=tokenizer,
-        text_encoder_2=CLIPTextModelWithProjection(_clip_config(tokenizer)), tokenizer_2=tokenizer,
-        text_encoder_3=None, tokenizer_3=None,
-    )
-    pipe.save_pretrained(directory)
+    random_pipeline(TINY_SD3, directory / "_tokenizer_src").save_pretrained(directory)
     return directory
 
 
 def build_tiny_flux(directory: str | Path, seed: int = 0) -> Path:
-    """A FLUX.1-dev-architecture pipeline: FluxTransformer2DModel with guidance embeddings and
-    rotary position ids, a CLIP text encoder (pooled vector) and a T5 encoder (token embeddings,
-    gated-GELU as T5 v1.1), an AutoencoderKL without quant convs and with FLUX's scaling and shift
-    factors, and FLUX.1-dev's scheduler (dynamic shifting). Its default size is FluxPipeline's
-    (128 latent cells, 256 px here): pass height / width to ``load_model`` for fast tests."""
+    """A FLUX.1-dev-architecture pipeline (``TINY_FLUX``): FluxTransformer2DModel with guidance
+    embeddings and rotary position ids, a CLIP text encoder (pooled vector) and a T5 encoder (token
+    embeddings), an AutoencoderKL with FLUX's scaling and shift factors, and FLUX.1-dev's scheduler.
+    Its default size is FluxPipeline's (128 latent cells, 256 px here): pass height / width to
+    ``load_model`` for fast tests."""
     directory = Path(directory)
     torch.manual_seed(seed)
-    tokenizer = tiny_clip_tokenizer(directory / "_tokenizer_src")
-    t5_tokenizer = tiny_t5_tokenizer()
-    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2,
-                                 num_heads=4, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
-                                 pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=4,
-        joint_attention_dim=TEXT_DIM, pooled_projection_dim=TEXT_DIM, guidance_embeds=True, axes_dims_rope=(2, 2, 4),
-    )
-    vae = _tiny_vae(use_quant_conv=False, use_post_quant_conv=False)
-    vae.register_to_config(shift_factor=0.1159, scaling_factor=0.3611)
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
-                                                max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
-    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=CLIPTextModel(_clip_config(tokenizer)),
-                        tokenizer=tokenizer, text_encoder_2=t5, tokenizer_2=t5_tokenizer, transformer=transformer)
-    pipe.save_pretrained(directory)
+    random_pipeline(TINY_FLUX, directory / "_tokenizer_src").save_pretrained(directory)
     return directory
