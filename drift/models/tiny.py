@@ -153,7 +153,14 @@ def random_pipeline(arch: dict, tokenizer_dir: str | Path, device: torch.device 
     if arch.get("_class_name") not in PIPELINES:
         raise ValueError(f"architecture _class_name must be one of {', '.join(PIPELINES)}, got {arch.get('_class_name')!r}")
     with _init_on(device, dtype):
-        return PIPELINES[arch["_class_name"]](arch, Path(tokenizer_dir), text_encoder_layers)
+        pipe = PIPELINES[arch["_class_name"]](arch, Path(tokenizer_dir), text_encoder_layers)
+    # Buffers that a module computes in float32 whatever the default (SD 3's position embedding)
+    # take the dtype too, as loading a hub pipeline in a dtype does. nn.Module's own `to`: diffusers'
+    # override warns about modules to keep in float32, which these architectures have none of.
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            torch.nn.Module.to(module, dtype)
+    return pipe
 
 
 def _tiny_vae(**kwargs) -> dict:
