@@ -54,11 +54,10 @@ def load_pipeline(source: str, revision: str | None = None, dtype: torch.dtype =
         raise ModelNotFoundError(_missing_model_message(source, err)) from err
 
 
-def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32, *,
-                  height: int | None = None, width: int | None = None, guidance: float | None = None,
-                  max_sequence_length: int | None = None) -> T2IModel:
+def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32,
+                  **options) -> T2IModel:
     """The adapter for a loaded pipeline; ``family`` 'auto' follows the scheduler class. The
-    keyword options (``drift.config.ModelOptions``) are documented on ``T2IModel``."""
+    keyword ``options`` (``drift.config.ModelOptions``' fields) are documented on ``T2IModel``."""
     if family == "auto":
         family = "flow" if isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) else "eps"
     for adapter in ADAPTERS:
@@ -68,8 +67,7 @@ def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype =
                 kinds = " or ".join(FAMILY_KINDS[f] for f in adapter.families)
                 raise UnsupportedModelError(f"{adapter.denoiser_class.__name__} pipelines are {kinds} models: use "
                                             f"family {' or '.join(repr(f) for f in adapter.families)}")
-            return adapter(pipe, denoiser, family, device, dtype, height=height, width=width, guidance=guidance,
-                           max_sequence_length=max_sequence_length)
+            return adapter(pipe, denoiser, family, device, dtype, **options)
     found = next((getattr(pipe, a) for a in ("transformer", "unet") if getattr(pipe, a, None) is not None), None)
     covered = ", ".join(f"{a.denoiser_class.__name__} ({a.description})" for a in ADAPTERS)
     raise UnsupportedModelError(f"pipeline {type(pipe).__name__} with denoiser {type(found).__name__} is not "
@@ -79,5 +77,5 @@ def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype =
 def load_model(source: str, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32,
                revision: str | None = None, **options) -> T2IModel:
     """Load a text-to-image model from a hub id or a local directory, ready for rollouts (the
-    keyword ``options`` as in ``wrap_pipeline``: height, width, guidance, max_sequence_length)."""
+    keyword ``options`` as in ``wrap_pipeline``: ``drift.config.ModelOptions``' fields)."""
     return wrap_pipeline(load_pipeline(source, revision, dtype), family, device, dtype, **options)
