@@ -7,6 +7,7 @@ Validation errors name the field, the rule and the value given.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -214,8 +215,20 @@ class LoraSection(_Section):
     """LoRA rank r."""
     alpha: float = Field(8.0, gt=0)
     """LoRA alpha (the update is scaled by alpha / r)."""
-    target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
-    """Names of the denoiser's linear layers that get adapters."""
+    target_modules: list[str] | str = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    """The denoiser's linear layers that get adapters, in either of peft's forms: a list of name
+    suffixes (``to_q`` adapts every ``...attn.to_q``), or one regular expression that whole module
+    names must match (for layers whose suffix other, non-linear modules share)."""
+
+    @field_validator("target_modules")
+    @classmethod
+    def _compiles(cls, value):
+        if isinstance(value, str):
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"not a regular expression: {err}") from None
+        return value
 
 
 class TrainSection(_Section):
