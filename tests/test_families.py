@@ -130,7 +130,7 @@ def test_noise_free_rollout_equals_the_pipeline(family_dirs, name, cfg, negative
     torch.testing.assert_close(seeded, ro.images, rtol=0, atol=ATOL)
 
 
-def family_trainer(family_dirs, name, **train):
+def family_trainer(family_dirs, name, dtype=torch.float32, **train):
     """A GRPO/DRIFT trainer of tests/test_trainer.py's tiny settings (prompt noise on, CFG 2) with
     LoRA on the family configuration's targets."""
     f = FAMILIES[name]
@@ -138,7 +138,7 @@ def family_trainer(family_dirs, name, **train):
         "train.lora.target_modules": load_config(ROOT / "configs" / f.config).train.lora.target_modules,
         **{f"model.{k}": list(v) if isinstance(v, tuple) else v for k, v in f.options.items()},
     })
-    model = load_model(cfg.model.source, **cfg.model.options.model_dump())
+    model = load_model(cfg.model.source, dtype=dtype, **cfg.model.options.model_dump())
     return Trainer(cfg, model, WeightedReward.from_config(cfg.reward), pixels(), PROMPTS, PROMPTS[:1])
 
 
@@ -183,6 +183,17 @@ def test_saved_model_reloads_and_generates_the_same_images(first_update, tmp_pat
         before = rollout(trainer.model, **sample).images
     # LoRA fused into the saved weights: the same function up to float rounding
     torch.testing.assert_close(rollout(reloaded, **sample).images, before, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_bf16_weights_train_fp32_adapters_with_checkpointing(family_dirs, name):
+    trainer = family_trainer(family_dirs, name, dtype=torch.bfloat16, iterations=1, gradient_checkpointing=True)
+    denoiser = trainer.model.denoiser
+    assert denoiser.is_gradient_checkpointing and trainer.params
+    assert all(p.dtype == torch.float32 for p in trainer.params)
+    assert all(p.dtype == torch.bfloat16 for n, p in denoiser.named_parameters() if "lora" not in n)
+    metrics = trainer.step()
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
 
 
 def test_prompt_noise_acts_where_each_family_keeps_its_prompt(family_dirs):
