@@ -7,6 +7,7 @@ Validation errors name the field, the rule and the value given.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,18 +43,35 @@ class ModelOptions(_Section):
     of ``drift.models.load_model``."""
 
     height: int | None = Field(None, ge=8, le=8192, multiple_of=8)
-    """Image height in pixels; None uses the pipeline's default (1024 for FLUX.1-dev and SD 3.5, 512
-    for SD 1.5). FLUX needs a multiple of 16, and its scheduler shift follows the resolution."""
+    """Image height in pixels; None uses the pipeline's default (1024 for FLUX.1-dev, FLUX.2, SD 3.5,
+    Qwen-Image and Z-Image, 512 for SD 1.5). FLUX, Qwen-Image and Z-Image need a multiple of 16, and
+    their scheduler shift follows the resolution."""
     width: int | None = Field(None, ge=8, le=8192, multiple_of=8)
     """Image width in pixels; None uses the pipeline's default (see height)."""
     guidance: float | None = Field(None, ge=0.0, le=100.0)
-    """Guidance value fed to guidance-distilled denoisers as an input (FLUX.1-dev's guidance
-    embedding), not classifier-free guidance (that is sampling.guidance_scale); None uses
-    FluxPipeline's default 3.5. Ignored by denoisers without a guidance input."""
+    """Guidance value fed to guidance-distilled denoisers as an input (FLUX.1-dev's and FLUX.2-dev's
+    guidance embedding), not classifier-free guidance (that is sampling.guidance_scale); None uses the
+    pipeline's default (3.5 FLUX.1, 4.0 FLUX.2). Ignored by denoisers without a guidance input."""
     max_sequence_length: int | None = Field(None, ge=1, le=4096)
-    """Tokens of the T5-class text encoder (SD 3, FLUX); None uses the pipeline's default (256 for
-    SD 3, 512 for FLUX). FLUX has no text attention mask, so padding to this length changes its
-    conditioning as well as the attention cost. Ignored by families without such an encoder."""
+    """Prompt tokens of the text encoder: the T5 length of SD 3 and FLUX.1, the padded length of FLUX.2
+    and Z-Image, the cap on Qwen-Image's (at most 1024); None uses the pipeline's default (256 for
+    SD 3, 512 for the others). FLUX.1 and FLUX.2 have no text attention mask, so padding to this length
+    changes their conditioning as well as the attention cost. Ignored by families without such an
+    encoder (SD 1.5)."""
+    text_encoder_out_layers: tuple[int, ...] | None = Field(None, min_length=1, max_length=16)
+    """Hidden states of the text encoder whose outputs, concatenated, form FLUX.2's conditioning (Python
+    indices into the encoder's hidden states, 0 being the token embeddings); None uses the pipeline's
+    default ((10, 20, 30) for FLUX.2-dev's Mistral encoder, (9, 18, 27) for FLUX.2 [klein]'s Qwen3).
+    Set it for encoders shallower than that. Ignored by the other families, whose pipelines fix the
+    layer (Qwen-Image the last, Z-Image the second to last)."""
+    cfg_normalization: float | None = Field(None, ge=0.0, le=100.0)
+    """Z-Image: classifier-free guidance's output is scaled down to at most this multiple of the
+    conditional output's norm (ZImagePipeline's cfg_normalization); None or 0 leaves it as it is (the
+    pipeline's default). Ignored by the other families."""
+    cfg_truncation: float | None = Field(None, ge=0.0, le=1.0)
+    """Z-Image: classifier-free guidance stops (the conditional output alone is used) once the
+    denoising progress 1 - t/1000 exceeds this (ZImagePipeline's cfg_truncation); None is 1.0, guidance
+    at every step (the pipeline's default). Ignored by the other families."""
 
 
 class ModelSection(ModelOptions):
@@ -197,8 +215,20 @@ class LoraSection(_Section):
     """LoRA rank r."""
     alpha: float = Field(8.0, gt=0)
     """LoRA alpha (the update is scaled by alpha / r)."""
-    target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
-    """Names of the denoiser's linear layers that get adapters."""
+    target_modules: list[str] | str = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    """The denoiser's linear layers that get adapters, in either of peft's forms: a list of name
+    suffixes (``to_q`` adapts every ``...attn.to_q``), or one regular expression that whole module
+    names must match (for layers whose suffix other, non-linear modules share)."""
+
+    @field_validator("target_modules")
+    @classmethod
+    def _compiles(cls, value):
+        if isinstance(value, str):
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"not a regular expression: {err}") from None
+        return value
 
 
 class TrainSection(_Section):

@@ -78,8 +78,8 @@ def register_generator(client: MlflowClient, name: str, trained_dir: Path, sampl
     with tempfile.TemporaryDirectory(prefix="drift-sampling-") as tmp:
         sampling = Path(tmp) / "sampling.json"
         sampling.write_text(sampler.model_dump_json())
-        info = Model.log(artifact_path=None, name="model", flavor=_GeneratorWithAdapter, flavor_name="pyfunc.ModelFromCode",
-                         python_model=str(GENERATOR_CODE),
+        info = Model.log(artifact_path=None, name="model", flavor=_GeneratorWithAdapter,
+                         flavor_name="pyfunc.ModelFromCode", python_model=str(GENERATOR_CODE),
                          artifacts={"trained": str(trained_dir), "sampling": str(sampling)},
                          signature=generator_signature(sampler), pip_requirements=requirements(),
                          model_config={"base_model": None},  # where a local base is, given at load time

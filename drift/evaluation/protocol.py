@@ -95,15 +95,19 @@ def fingerprint(value):
     return value
 
 
+# The model options that protocol specifications have carried from the start, set or not.
+FIRST_RECORDED_OPTIONS = ("height", "width", "guidance")
+
+
 def protocol_spec(cfg: DriftConfig, eval_prompts: list[str]) -> dict:
     """Everything that decides an evaluation's figures: the reward terms and weights (checkpoints by
     content), the diversity embedding and coverage reference, the evaluation prompts, seeds and
     sample counts, and the sampler settings."""
     sampler = cfg.sampler(evaluation=True)
-    # The sampler's entries as first recorded (model options flat, an unset T5 length left out), so
-    # that the same settings keep the protocol id that registered versions carry.
-    options = sampler.model_options.model_dump(exclude={"max_sequence_length"} if
-                                               sampler.model_options.max_sequence_length is None else set())
+    # The sampler's entries as first recorded (model options flat, options added since left out while
+    # unset), so that the same settings keep the protocol id that registered versions carry.
+    options = sampler.model_options.model_dump()
+    options = {k: v for k, v in options.items() if k in FIRST_RECORDED_OPTIONS or v is not None}
     return {
         "reward": [fingerprint(term.model_dump(mode="json")) for term in cfg.reward],
         "embedding": fingerprint(cfg.embedding.model_dump(mode="json")),

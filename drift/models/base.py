@@ -83,11 +83,13 @@ class T2IModel:
     """A text-to-image model: a trainable ``denoiser`` plus frozen text encoders and VAE.
 
     ``family`` is 'flow' (velocity prediction, rectified flow) or 'eps' (noise prediction, DDIM).
-    Images are returned as float32 tensors in [0, 1], shape (B, C, H, W). ``height`` / ``width``
-    are the image size in pixels (None: the pipeline's default); ``guidance`` is the guidance
-    input of guidance-distilled denoisers (not classifier-free guidance), ignored by the others;
-    ``max_sequence_length`` the T5-class text encoder's token count (None: the pipeline's default),
-    ignored by families without one.
+    Images are returned as float32 tensors in [0, 1], shape (B, C, H, W). The keyword options are
+    ``drift.config.ModelOptions``' fields, each None for the pipeline's default: ``height`` /
+    ``width`` the image size in pixels; ``guidance`` the guidance input of guidance-distilled
+    denoisers (not classifier-free guidance), ignored by the others; ``max_sequence_length`` the
+    text encoder's token count; ``text_encoder_out_layers`` the text encoder's hidden states that
+    form the conditioning; ``cfg_normalization`` and ``cfg_truncation`` how classifier-free guidance
+    is bounded. Families read the ones their pipeline has and ignore the others.
 
     The denoiser module a call runs is passed explicitly (``denoiser=``, default the bare
     ``denoiser``): the trainer passes the module accelerate prepared (DDP, FSDP) or the reference
@@ -120,7 +122,9 @@ class T2IModel:
 
     def __init__(self, pipe, denoiser: nn.Module, family: str, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, height: int | None = None, width: int | None = None,
-                 guidance: float | None = None, max_sequence_length: int | None = None):
+                 guidance: float | None = None, max_sequence_length: int | None = None,
+                 text_encoder_out_layers: tuple[int, ...] | None = None, cfg_normalization: float | None = None,
+                 cfg_truncation: float | None = None):
         self.pipe = pipe
         self.denoiser = denoiser
         self.vae = getattr(pipe, "vae", None)
@@ -129,6 +133,9 @@ class T2IModel:
         self.dtype = dtype
         self.guidance = guidance
         self.requested_sequence_length = max_sequence_length
+        self.text_encoder_out_layers = None if text_encoder_out_layers is None else tuple(text_encoder_out_layers)
+        self.cfg_normalization = cfg_normalization
+        self.cfg_truncation = cfg_truncation
         self.scheduler_config = pipe.scheduler.config
         default_height, default_width = self.default_resolution()
         self.height, self.width = height or default_height, width or default_width

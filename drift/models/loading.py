@@ -11,35 +11,57 @@ from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from drift.errors import ModelNotFoundError, UnsupportedModelError
 from drift.models.base import T2IModel
 from drift.models.flux import FluxModel
+from drift.models.flux2 import Flux2Model
+from drift.models.qwen_image import QwenImageModel
 from drift.models.sd3 import SD3Model
 from drift.models.trained import BaseLocator, load_trained_pipeline, read_manifest
 from drift.models.unet import UNetModel
+from drift.models.z_image import ZImageModel
 
 # The model families; a new one is its adapter file and one entry here.
-ADAPTERS: tuple[type[T2IModel], ...] = (UNetModel, SD3Model, FluxModel)
+ADAPTERS: tuple[type[T2IModel], ...] = (UNetModel, SD3Model, FluxModel, QwenImageModel, Flux2Model, ZImageModel)
 
 FAMILY_KINDS = {"flow": "rectified-flow", "eps": "noise-prediction"}
 
-# Hub models that download only for an account that accepted their licence on the model page.
-GATED = ("black-forest-labs/FLUX.1-dev", "stabilityai/stable-diffusion-3.5-medium",
-         "stabilityai/stable-diffusion-3.5-large")
+# The hub models that configurations here name: the licence each is published under, and whether
+# it downloads only for an account that accepted that licence on the model page (gated).
+LICENCES: dict[str, tuple[str, bool]] = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": ("the CreativeML OpenRAIL-M licence", False),
+    "stabilityai/stable-diffusion-3.5-medium": ("the Stability AI Community License", True),
+    "stabilityai/stable-diffusion-3.5-large": ("the Stability AI Community License", True),
+    "black-forest-labs/FLUX.1-dev": ("the FLUX.1 [dev] Non-Commercial License", True),
+    "black-forest-labs/FLUX.2-dev": ("the FLUX [dev] Non-Commercial License", True),
+    "black-forest-labs/FLUX.2-klein-base-4B": ("Apache 2.0", False),
+    "black-forest-labs/FLUX.2-klein-4B": ("Apache 2.0", False),
+    "black-forest-labs/FLUX.2-klein-base-9B": ("the FLUX Non-Commercial License", True),
+    "black-forest-labs/FLUX.2-klein-9B": ("the FLUX Non-Commercial License", True),
+    "Qwen/Qwen-Image": ("Apache 2.0", False),
+    "Tongyi-MAI/Z-Image-Turbo": ("Apache 2.0", False),
+    "Tongyi-MAI/Z-Image": ("Apache 2.0", False),
+}
+
+
+def _licence_note(source: str) -> str:
+    if source not in LICENCES:
+        return ""
+    licence, gated = LICENCES[source]
+    note = f" {source} is published under {licence}: read it on https://huggingface.co/{source} before use."
+    if gated:
+        note += (" It is gated: accept the licence there with your Hugging Face account, and download with a "
+                 "token of that account (`hf auth login`, or HF_TOKEN in the environment).")
+    return note
 
 
 def _missing_model_message(source: str, reason: Exception) -> str:
     where = "a local directory" if Path(source).is_absolute() or source.startswith(".") else "a hub id"
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    gated = (
-        f" {source} is gated: accept its licence on https://huggingface.co/{source} with your Hugging Face "
-        "account, and download with a token of that account (`hf auth login`, or HF_TOKEN in the environment)."
-        if source in GATED else ""
-    )
     return (
         f"model '{source}' could not be opened (read as {where}). Looked for a local directory "
         f"of that name with a model_index.json, then for a copy in the Hugging Face cache "
         f"({os.environ.get('HF_HOME', '~/.cache/huggingface')})"
         + (", hub downloads are off (HF_HUB_OFFLINE=1)" if offline else "")
         + ". To provide it: download it where there is network (`hf download "
-        f"{source}`), then set model.source to that directory or point HF_HOME at that cache.{gated} "
+        f"{source}`), then set model.source to that directory or point HF_HOME at that cache.{_licence_note(source)} "
         f"Cause: {type(reason).__name__}: {str(reason).splitlines()[0] if str(reason) else ''}"
     )
 
@@ -73,11 +95,10 @@ def load_pipeline(source: str, revision: str | None = None, dtype: torch.dtype =
         raise ModelNotFoundError(message) from err
 
 
-def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32, *,
-                  height: int | None = None, width: int | None = None, guidance: float | None = None,
-                  max_sequence_length: int | None = None) -> T2IModel:
+def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype = torch.float32,
+                  **options) -> T2IModel:
     """The adapter for a loaded pipeline; ``family`` 'auto' follows the scheduler class. The
-    keyword options (``drift.config.ModelOptions``) are documented on ``T2IModel``."""
+    keyword ``options`` (``drift.config.ModelOptions``' fields) are documented on ``T2IModel``."""
     if family == "auto":
         family = "flow" if isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) else "eps"
     for adapter in ADAPTERS:
@@ -87,8 +108,7 @@ def wrap_pipeline(pipe, family: str = "auto", device="cpu", dtype: torch.dtype =
                 kinds = " or ".join(FAMILY_KINDS[f] for f in adapter.families)
                 raise UnsupportedModelError(f"{adapter.denoiser_class.__name__} pipelines are {kinds} models: use "
                                             f"family {' or '.join(repr(f) for f in adapter.families)}")
-            return adapter(pipe, denoiser, family, device, dtype, height=height, width=width, guidance=guidance,
-                           max_sequence_length=max_sequence_length)
+            return adapter(pipe, denoiser, family, device, dtype, **options)
     found = next((getattr(pipe, a) for a in ("transformer", "unet") if getattr(pipe, a, None) is not None), None)
     covered = ", ".join(f"{a.denoiser_class.__name__} ({a.description})" for a in ADAPTERS)
     raise UnsupportedModelError(f"pipeline {type(pipe).__name__} with denoiser {type(found).__name__} is not "
@@ -99,7 +119,7 @@ def load_model(source: str, family: str = "auto", device="cpu", dtype: torch.dty
                revision: str | None = None, *, base: str | None = None, locate: BaseLocator | None = None,
                **options) -> T2IModel:
     """Load a text-to-image model from a hub id or a local directory, ready for rollouts (the
-    keyword ``options`` as in ``wrap_pipeline``: height, width, guidance, max_sequence_length). A
+    keyword ``options`` as in ``wrap_pipeline``: ``drift.config.ModelOptions``' fields). A
     directory a run wrote (drift.models.trained: trained parts and a pinned base) is rebuilt from
     its base, found at ``base`` (the run's configured model.source), at its recorded path, or by
     ``locate``; its family is the one it was trained with unless ``family`` says otherwise."""
