@@ -212,7 +212,7 @@ class RemoteRewardSettings(_Section):
     version's reward.digest tag); set, answers from other weights stop the run."""
     format: Literal["split", "records"] = "split"
     """'mlflow': the pandas orientation of the request body (dataframe_split or dataframe_records)."""
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(32, ge=1)
     """'mlflow': images per request ('chat' sends one image per request)."""
     concurrency: int = Field(4, ge=1)
     """Requests in flight at once."""

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -29,6 +30,7 @@ from drift.registry import EMBEDDINGS, REWARDS
 from drift.scoring import packaged, png
 from drift.scoring.preference_head import fit_bradley_terry
 from drift.training.run import run_training
+from mlops.reward_model import downloaded_head, register_reward
 from tests.conftest import BIN, ROOT, _free_port, small_config
 
 NAME = "served-head"
@@ -71,7 +73,6 @@ def served(testbed, tmp_path_factory):
     """A preference head fitted and registered as the retraining pipeline does (bolder strokes
     preferred, on the classifier's features), served on a free port of 127.0.0.1."""
     from drift.data.preferences import bold_strokes_choice
-    from mlops.reward_model import register_reward
 
     root = tmp_path_factory.mktemp("served")
     cfg = small_config(testbed, preferences={"reward_model_name": NAME})
@@ -93,7 +94,7 @@ def served(testbed, tmp_path_factory):
     log = open(root / "serve.log", "w")
     model_uri = f"models:/{NAME}/{version}"
     state = {"proc": serve(model_uri, port, uri, log)}
-    yield {"term": term, "model": model_uri, "digest": digest, "url": f"http://127.0.0.1:{port}",
+    yield {"term": term, "model": model_uri, "digest": digest, "url": f"http://127.0.0.1:{port}", "tracking_uri": uri,
            "restart": lambda: state.update(proc=serve(model_uri, port, uri, log)),
            "stop": lambda: stop(state["proc"])}
     stop(state["proc"])
@@ -141,6 +142,12 @@ def test_served_head_scores_training_as_the_head_does_in_process(testbed, served
                                  "args": {"protocol": "mlflow", "model": served["model"], "version": "1"}}
     port = served["url"].rsplit(":", 1)[1]
     assert port not in json.dumps(spec) and "127.0.0.1" not in json.dumps(spec)
+
+    # the retraining step finds the champion's head in a downloaded version
+    local = mlflow.artifacts.download_artifacts(served["model"], dst_path=str(tmp_path / "download"),
+                                                tracking_uri=served["tracking_uri"])
+    weights = (downloaded_head(local) / "model.safetensors").read_bytes()
+    assert weights == (Path(served["term"].args["head"]) / "model.safetensors").read_bytes()
 
     other = REWARDS.build("remote", **{**cfg.reward[1].args, "digest": "sha256:0000"})
     with pytest.raises(RewardServiceError, match=rf"{served['url']}/invocations .* serves a model with digest "
@@ -225,7 +232,7 @@ def judge(monkeypatch):
     monkeypatch.setattr(Judge, "most_in_flight", 0)
     monkeypatch.setenv("JUDGE_TOKEN", "s3cret")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
