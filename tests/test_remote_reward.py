@@ -144,8 +144,9 @@ def test_served_head_scores_training_as_the_head_does_in_process(testbed, served
     assert port not in json.dumps(spec) and "127.0.0.1" not in json.dumps(spec)
 
     # the retraining step finds the champion's head in a downloaded version
-    local = mlflow.artifacts.download_artifacts(served["model"], dst_path=str(tmp_path / "download"),
-                                                tracking_uri=served["tracking_uri"])
+    uri = served["tracking_uri"]
+    source = MlflowClient(uri, uri).get_model_version_download_uri(NAME, "1")
+    local = mlflow.artifacts.download_artifacts(source, dst_path=str(tmp_path / "download"), tracking_uri=uri)
     weights = (downloaded_head(local) / "model.safetensors").read_bytes()
     assert weights == (Path(served["term"].args["head"]) / "model.safetensors").read_bytes()
 
