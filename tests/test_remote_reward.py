@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -149,6 +150,13 @@ def test_served_head_scores_training_as_the_head_does_in_process(testbed, served
     local = mlflow.artifacts.download_artifacts(source, dst_path=str(tmp_path / "download"), tracking_uri=uri)
     weights = (downloaded_head(local) / "model.safetensors").read_bytes()
     assert weights == (Path(served["term"].args["head"]) / "model.safetensors").read_bytes()
+
+    request = urllib.request.Request(f"{served['url']}/invocations", method="POST", headers={
+        "Content-Type": "application/json"}, data=json.dumps({"dataframe_records": [
+            {"prompt": "a handwritten digit three", "image_png_base64": "bm90IGEgcG5n"}]}).encode())
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 400 and "image 0 is not a base64 PNG" in refused.value.read().decode()
 
     other = REWARDS.build("remote", **{**cfg.reward[1].args, "digest": "sha256:0000"})
     with pytest.raises(RewardServiceError, match=rf"{served['url']}/invocations .* serves a model with digest "

@@ -91,7 +91,7 @@ class RemoteReward:
         if not value:
             raise ConfigError(f"the '{REMOTE}' reward term reads its credential from the environment variable "
                               f"{s.auth_env} (auth_env), which is not set: export it, or on a ZenML stack expose a "
-                              "secret with that key to the steps (docs/real_models.md, 'Rewards as services')")
+                              "secret with that key to the steps (docs/real_models.md, 'Rewards served over HTTP')")
         return {s.auth_header: f"{s.auth_scheme} {value}" if s.auth_scheme else value}
 
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
