@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from drift.errors import ConfigError
 
@@ -198,6 +198,75 @@ class RewardTerm(_Section):
     """w_k in r = sum_k w_k r_k."""
     args: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the reward's factory (checkpoint paths, model ids)."""
+
+
+JUDGE_INSTRUCTION = ("The image was generated for the prompt: \"{prompt}\". Rate how well it matches the prompt and "
+                     "how good it looks, from 1 (poor) to 5 (excellent). Answer with a single digit.")
+
+
+class RemoteRewardSettings(_Section):
+    """The arguments of the ``remote`` reward term, a reward served over HTTP (drift.scoring.remote).
+    What decides the scores (protocol, model and version, the judge's instruction) enters the
+    evaluation protocol; where the service runs and how it is called do not."""
+
+    url: str = Field(..., pattern=r"^https?://[^\s/]+(/\S*)?$")
+    """Base URL of the service: http://HOST:PORT for MLflow's scoring server (requests go to
+    URL/invocations), the OpenAI base URL http://HOST:PORT/v1 for a chat endpoint
+    (URL/chat/completions). A stopped run resumes only at the same URL."""
+    protocol: Literal["mlflow", "chat"]
+    """'mlflow': MLflow's scoring server (`mlflow models serve`), rows (prompt, image_png_base64) in
+    batches, one score per row back; 'chat': an OpenAI-compatible chat completions endpoint (vLLM,
+    SGLang) serving a vision-language judge, one image per request."""
+    model: str = Field(..., min_length=1)
+    """What is served. 'mlflow': the registered version, models:/NAME/VERSION (a version, not an
+    alias: an alias moves, and the evaluation protocol must say which version scored). 'chat': the
+    model name the server serves, sent as the request's model (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."""
+    revision: str | None = None
+    """'chat': the revision (commit) the server loaded the judge at (vLLM's and SGLang's --revision),
+    the model's version in the evaluation protocol; None leaves it unpinned there."""
+    digest: str | None = None
+    """'mlflow': the content digest the served model must report with every score (the registered
+    version's reward.digest tag); set, answers from other weights stop the run."""
+    format: Literal["split", "records"] = "split"
+    """'mlflow': the pandas orientation of the request body (dataframe_split or dataframe_records)."""
+    batch_size: int = Field(32, ge=1)
+    """'mlflow': images per request ('chat' sends one image per request)."""
+    concurrency: int = Field(4, ge=1)
+    """Requests in flight at once."""
+    timeout: float = Field(60.0, gt=0)
+    """Seconds to wait for an answer before the attempt counts as failed."""
+    retries: int = Field(5, ge=0)
+    """Attempts after the first for a request that fails with a connection error, a timeout or HTTP
+    408, 429 or 5xx; any other HTTP error stops the run at once."""
+    backoff: float = Field(1.0, ge=0)
+    """Seconds before the first retry, doubled before each next one (1 s and 5 retries: 31 s in all)."""
+    auth_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Name of the environment variable that holds the credential sent in auth_header (the
+    credential itself never belongs in a configuration); None sends none."""
+    auth_header: str = Field("Authorization", min_length=1)
+    """The header that carries the credential."""
+    auth_scheme: str = "Bearer"
+    """Written before the credential in the header ('Bearer TOKEN'); '' sends the credential alone."""
+    instruction: str = Field(JUDGE_INSTRUCTION, min_length=1)
+    """'chat': the scoring instruction sent after the image; {prompt} stands for the image's prompt."""
+    score_from: Literal["logprobs", "answer"] = "logprobs"
+    """'chat': 'logprobs' scores the expected rating under the probabilities of the rating tokens at
+    the first answer token that is one (a continuous score, fewer ties within a group); 'answer'
+    the first number in the answer."""
+    ratings: dict[str, float] = Field(default_factory=lambda: {str(k): float(k) for k in range(1, 6)}, min_length=2)
+    """'chat' with 'logprobs': the rating tokens and their values."""
+    top_logprobs: int = Field(20, ge=1, le=20)
+    """'chat' with 'logprobs': alternatives asked for per answer token (vLLM allows 20 by default)."""
+    max_tokens: int = Field(8, ge=1)
+    """'chat': the longest answer, in tokens."""
+
+    @field_validator("model")
+    @classmethod
+    def _version_named(cls, model: str, info: ValidationInfo) -> str:
+        if info.data.get("protocol") == "mlflow" and not re.fullmatch(r"models:/[^/@]+/\d+", model):
+            raise ValueError("with protocol mlflow, name a registered version, models:/NAME/VERSION: an alias "
+                             "moves, and the evaluation protocol must say which version scored")
+        return model
 
 
 class EmbeddingSection(_Section):
@@ -476,14 +545,17 @@ class DriftConfig(_Section):
         """The same run with the three DRIFT components off: plain GRPO, the baseline."""
         return self.with_overrides({f"drift.{c}.enabled": False for c in ("subset", "prompt_noise", "shaping")})
 
+    def preference_term(self, head_dir: str | Path) -> RewardTerm:
+        """The learned preference score as a reward term (weight preferences.weight, on the
+        embedding the head was fitted on)."""
+        return RewardTerm(name="preference", weight=self.preferences.weight,
+                          args={"head": str(head_dir), "embedding": self.embedding.name,
+                                "embedding_args": self.embedding.args})
+
     def with_preference_reward(self, head_dir: str) -> DriftConfig:
-        """This configuration with the learned preference score added to its reward terms
-        (weight preferences.weight, on the embedding the head was fitted on)."""
-        term = {"name": "preference", "weight": self.preferences.weight,
-                "args": {"head": str(head_dir), "embedding": self.embedding.name,
-                         "embedding_args": self.embedding.args}}
+        """This configuration with the learned preference score added to its reward terms."""
         data = self.model_dump(mode="json")
-        data["reward"] = data["reward"] + [term]
+        data["reward"] = data["reward"] + [self.preference_term(head_dir).model_dump(mode="json")]
         return parse_config(data, source="retraining configuration")
 
     @property

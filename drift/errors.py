@@ -27,3 +27,8 @@ class NonFiniteError(DriftError):
 
 class ConfigMismatchError(DriftError):
     """Resuming a run with a configuration other than the one its checkpoint was written with."""
+
+
+class RewardServiceError(DriftError):
+    """A reward service that stayed unreachable, or answered outside its protocol: the message names
+    its URL and the last error; no score is made up in its place."""

@@ -46,7 +46,7 @@ class Registry:
 
 
 REWARDS = Registry("reward", ["drift.scoring.compression", "drift.scoring.clip", "drift.testbed.classifier",
-                                "drift.scoring.preference_head"])
+                                "drift.scoring.preference_head", "drift.scoring.remote"])
 EMBEDDINGS = Registry("embedding", ["drift.scoring.embeddings", "drift.testbed.classifier"])
 # Real images per class for the coverage metrics (drift.scoring.coverage.ReferenceSet).
 REFERENCES = Registry("reference set", ["drift.testbed.data"])

@@ -58,7 +58,7 @@ def registry_reward_head(
     import tempfile
 
     from drift.config import PreferenceSection
-    from mlops.model_registry import download_reward_head
+    from mlops.reward_model import download_reward_head
 
     uri, name = _tracking_uri(tracking_uri), (cfg.preferences or PreferenceSection()).reward_model_name
     folder = tempfile.mkdtemp(prefix="drift-report-")

@@ -149,7 +149,7 @@ class RegisteredGenerator:
     sampler: SamplerSettings
 
 
-def _download(tracking_uri: str, name: str, version: str, dst: str | Path, needs: set[str],
+def download_version(tracking_uri: str, name: str, version: str, dst: str | Path, needs: set[str],
               kind: str) -> tuple[Path, dict[str, Path]]:
     """Version ``version`` of ``name`` downloaded into ``dst``: its folder and its pyfunc artifacts
     by name, which must include ``needs`` (else it is not a ``kind``)."""
@@ -164,21 +164,10 @@ def _download(tracking_uri: str, name: str, version: str, dst: str | Path, needs
 
 def download_generator(tracking_uri: str, name: str, version: str, dst: str | Path) -> RegisteredGenerator:
     """Version ``version`` of the registered generator ``name``, downloaded into ``dst``."""
-    _, artifacts = _download(tracking_uri, name, version, dst, {"sampling"}, "DRIFT generator")
+    _, artifacts = download_version(tracking_uri, name, version, dst, {"sampling"}, "DRIFT generator")
     model_dir = artifacts.get("trained") or artifacts.get("pipeline")
     if model_dir is None:
         raise DriftError(f"{name} version {version} is not a registered DRIFT generator (no 'trained' or 'pipeline' "
                          "artifact)")
     return RegisteredGenerator(name, version, model_dir, SamplerSettings.model_validate_json(
         artifacts["sampling"].read_text()))
-
-
-def download_reward_head(tracking_uri: str, name: str, dst: str | Path,
-                         alias: str = "champion") -> tuple[Path, str] | None:
-    """The head directory of the registered preference reward model ``name`` at ``alias``,
-    downloaded into ``dst``, and its version; None when no version has the alias."""
-    version = version_by_alias(MlflowClient(tracking_uri, tracking_uri), name, alias)
-    if version is None:
-        return None
-    _, artifacts = _download(tracking_uri, name, version.version, dst, {"head"}, "preference reward head")
-    return artifacts["head"], version.version

@@ -1,7 +1,7 @@
 """The registered models as MLflow pyfuncs, logged as code (MLflow's models-from-code): the
 registry stores the reviewed source files in ``mlops/model_code/`` and the artifacts (the trained
-parts of a generator on a pinned base, its sampler settings, the preference head in safetensors);
-loading a version runs those files and reads the artifacts, and unpickles nothing."""
+parts of a generator on a pinned base, its sampler settings; a packaged reward term, its weights in
+safetensors); loading a version runs those files and reads the artifacts, and unpickles nothing."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from drift.config import SamplerSettings
 
 CODE = Path(__file__).parent / "model_code"
 GENERATOR_CODE = CODE / "generator.py"
-PREFERENCE_HEAD_CODE = CODE / "preference_head.py"
+REWARD_CODE = CODE / "reward.py"
 
 def generator_signature(sampler: SamplerSettings) -> ModelSignature:
     """Prompts (and optionally seeds) in, base64 PNGs out; the sampler's steps, guidance, negative
@@ -40,6 +40,10 @@ def generator_signature(sampler: SamplerSettings) -> ModelSignature:
 
 PARAMS = {"num_inference_steps": "num_steps", "guidance_scale": "guidance_scale",
           "negative_prompt": "negative_prompt", "noise_level": "noise_level"}
+REWARD_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "prompt"), ColSpec("string", "image_png_base64")]),
+    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "model_digest")]),
+)
 
 
 class DriftImageGenerator(mlflow.pyfunc.PythonModel):
@@ -74,17 +78,34 @@ class DriftImageGenerator(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"prompt": prompts, "seed": seeds, "image_png_base64": encoded})
 
 
-class PreferenceHeadModel(mlflow.pyfunc.PythonModel):
-    """Scores feature vectors (one row per image, the embedding's dimensions as columns)."""
+class RewardModel(mlflow.pyfunc.PythonModel):
+    """A packaged reward term (drift.scoring.packaged) as a service. Input: columns ``prompt`` and
+    ``image_png_base64`` (8-bit PNG); output: one ``score`` per row and the ``model_digest`` of the
+    package that scored it (the version's reward.digest tag), so that a client can tell which
+    weights answered."""
 
     def load_context(self, context):
-        from drift.scoring.preference_head import load_head
+        from drift.errors import DriftError
+        from drift.scoring.packaged import load_packaged, package_digest
 
-        self.head = load_head(context.artifacts["head"])
+        if "reward" not in context.artifacts:
+            raise DriftError(f"this reward model has artifacts {sorted(context.artifacts)}, not a packaged reward "
+                             "term: it was registered before reward models took images (it scores feature vectors); "
+                             "register a new one with the retraining pipeline to serve it")
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.reward = load_packaged(context.artifacts["reward"], self.device)
+        self.digest = package_digest(context.artifacts["reward"])
 
-    def predict(self, context, model_input: pd.DataFrame, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from drift.scoring import png
+
+        try:
+            images = png.decode(model_input["image_png_base64"].tolist())
+        except ValueError as err:
+            raise mlflow.exceptions.MlflowException.invalid_parameter_value(str(err)) from None
         with torch.no_grad():
-            return self.head(torch.tensor(model_input.to_numpy(), dtype=torch.float32)).numpy()
+            scores = self.reward(images.to(self.device), model_input["prompt"].astype(str).tolist())
+        return pd.DataFrame({"score": scores.to(torch.float64).cpu().numpy(), "model_digest": self.digest})
 
 
 def requirements() -> list[str]:

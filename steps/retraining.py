@@ -20,8 +20,8 @@ from drift.errors import DriftError
 from drift.evaluation.promotion import reward_head_decision
 from drift.registry import EMBEDDINGS
 from drift.scoring.preference_head import fit_bradley_terry, heldout_accuracy, heldout_choices, load_head, pair_features
-from mlops.model_registry import download_reward_head, register_version, version_by_alias
-from mlops.pyfunc_model import PREFERENCE_HEAD_CODE
+from mlops.model_registry import version_by_alias
+from mlops.reward_model import download_reward_head, register_reward
 
 VERSION_TAG = "data.preferences_md5"
 
@@ -91,8 +91,7 @@ def update_reward_model(config: DriftConfig, pairs: pd.DataFrame, preference_ver
     version = None
     if accept:
         tags = {"heldout_accuracy": accuracy, VERSION_TAG: preference_version, "embedding": config.embedding.name}
-        version = register_version(client, p.reward_model_name, PREFERENCE_HEAD_CODE, {"head": str(new_head)}, tags,
-                                   artifact_path="reward_model")
+        version, _ = register_reward(client, p.reward_model_name, config.preference_term(new_head), tags)
         client.set_registered_model_alias(p.reward_model_name, "champion", version)
         reason = f"{p.reward_model_name} version {version} {reason}"
     elif champion_head is None:

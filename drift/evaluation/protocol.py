@@ -20,6 +20,7 @@ from drift.sampling.rollout import PromptNoise, sample_groups
 from drift.scoring.coverage import ReferenceSet, coverage_report
 from drift.scoring.diversity import diversity_report
 from drift.scoring.protocols import Embedding
+from drift.scoring.remote import REMOTE, term_identity
 from drift.scoring.rewards import WeightedReward
 
 
@@ -101,15 +102,16 @@ FIRST_RECORDED_OPTIONS = ("height", "width", "guidance")
 
 def protocol_spec(cfg: DriftConfig, eval_prompts: list[str]) -> dict:
     """Everything that decides an evaluation's figures: the reward terms and weights (checkpoints by
-    content), the diversity embedding and coverage reference, the evaluation prompts, seeds and
-    sample counts, and the sampler settings."""
+    content, served rewards by protocol, model and version), the diversity embedding and coverage
+    reference, the evaluation prompts, seeds and sample counts, and the sampler settings."""
     sampler = cfg.sampler(evaluation=True)
     # The sampler's entries as first recorded (model options flat, options added since left out while
     # unset), so that the same settings keep the protocol id that registered versions carry.
     options = sampler.model_options.model_dump()
     options = {k: v for k, v in options.items() if k in FIRST_RECORDED_OPTIONS or v is not None}
     return {
-        "reward": [fingerprint(term.model_dump(mode="json")) for term in cfg.reward],
+        "reward": [term_identity(term) if term.name == REMOTE else fingerprint(term.model_dump(mode="json"))
+                   for term in cfg.reward],
         "embedding": fingerprint(cfg.embedding.model_dump(mode="json")),
         "coverage": fingerprint(cfg.eval.coverage.model_dump(mode="json")) if cfg.eval.coverage else None,
         "prompts": list(eval_prompts[: cfg.eval.num_prompts]),
