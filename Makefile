@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup stack demo test lint preferences label retrain mlflow-ui clean-state gpu-wheels
+.PHONY: setup stack demo test browser lint preferences label retrain mlflow-ui clean-state gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,8 +56,21 @@ retrain: stack
 	dvc repro
 	zenml pipeline run pipelines.retraining.drift_retraining_pipeline -c configs/retrain_local.yaml
 
-test: setup
+test: setup browser
 	python -m pytest -q
+
+# The labelling page's tests drive a real headless Chromium: Debian's chromium and chromium-driver
+# (no browser download), installed here as root or through `sudo -n` (never waiting on a password);
+# otherwise one line says what to install, before any test runs.
+BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+browser:
+	@if ! ls $(BROWSER) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else echo "make test needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver" >&2; exit 1; fi; \
+	  echo "installing Debian's chromium and chromium-driver for the labelling page's tests"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
 
 # Style and obvious bugs (ruff, configured in pyproject.toml); CI runs it.
 lint: setup
