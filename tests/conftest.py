@@ -15,6 +15,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -115,6 +116,25 @@ def run_pipeline(zen_env, cfg, tmp_path, name, pipeline="pipelines.training.drif
         return subprocess.Popen(cmd, cwd=zen_env["cwd"], env=zen_env["env"], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
     return subprocess.run(cmd, cwd=zen_env["cwd"], env=zen_env["env"], capture_output=True, text=True, timeout=900)
+
+
+@contextmanager
+def local_registry(tmp_path: Path, experiment: str):
+    """An MLflow store of its own in ``tmp_path`` as the tracking and registry URI, with a run of a new
+    experiment open (whose artifacts go to ``tmp_path`` too: the default experiment keeps them in the
+    working directory); yields (uri, client)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment_id = mlflow.create_experiment(experiment, artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment_id):
+            yield uri, MlflowClient(uri, uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def registry(zen_env):

@@ -17,7 +17,7 @@ from drift.models import load_model
 from drift.models.tiny import TINY_SD3, random_pipeline
 from drift.models.trained import LORA_WEIGHTS, MANIFEST, locate_base, read_manifest
 from drift.sampling.rollout import rollout
-from tests.conftest import BIN, model_versions, registry, run_pipeline
+from tests.conftest import BIN, local_registry, model_versions, registry, run_pipeline
 
 NAME = "drift-lora-sd3"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -156,28 +156,17 @@ def test_a_base_changed_after_training_is_refused_naming_both_digests(lora_run, 
 def test_a_version_registered_the_old_way_is_evaluated_again(base_sd3, tmp_path):
     """Versions registered before adapters were stored hold the whole pipeline ('pipeline'); the
     champion's re-evaluation (and drift label, through the same download) still opens them."""
-    import mlflow
-    from mlflow import MlflowClient
-
     from mlops.champion import figures_under_protocol
     from mlops.model_registry import register_version
     from mlops.pyfunc_model import GENERATOR_CODE
 
     cfg = lora_config(base_sd3, tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sampling = tmp_path / "sampling.json"
     sampling.write_text(SamplerSettings(num_steps=2, noise_level=0.0).model_dump_json())
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        experiment = mlflow.create_experiment("old-way", artifact_location=(tmp_path / "artifacts").as_uri())
-        client = MlflowClient(uri, uri)
-        with mlflow.start_run(experiment_id=experiment):
-            number = register_version(client, "old-gen", GENERATOR_CODE,
-                                      {"pipeline": str(base_sd3), "sampling": str(sampling)}, {})
+    with local_registry(tmp_path, "old-way") as (uri, client):
+        number = register_version(client, "old-gen", GENERATOR_CODE,
+                                  {"pipeline": str(base_sd3), "sampling": str(sampling)}, {})
         figures = figures_under_protocol(uri, client.get_model_version("old-gen", number), cfg, None, "new-protocol")
-    finally:
-        mlflow.set_tracking_uri(previous)
     assert figures["re_evaluated"] and torch.isfinite(torch.tensor(figures["figures"]["alignment"]))
 
 

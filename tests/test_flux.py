@@ -16,7 +16,7 @@ from drift.sampling.rollout import PromptNoise, condition_noise, conditioning_at
 from drift.scoring.embeddings import pixels
 from drift.scoring.rewards import WeightedReward
 from drift.training.trainer import Trainer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, local_registry
 from tests.test_trainer import DRIFT_ON, PROMPTS, make_config
 
 SIZE = {"height": 16, "width": 16}
@@ -158,24 +158,15 @@ def test_saved_model_reloads_with_equal_outputs_and_the_pyfunc_generates(tiny_fl
 
     import mlflow
     import pandas as pd
-    from mlflow import MlflowClient
 
     from mlops.model_registry import register_generator
 
     sampler = SamplerSettings(num_steps=2, noise_level=0.0, guidance_scale=2.0, negative_prompt="blurry",
                               model_options=options)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        # an experiment of its own: the default one keeps its artifacts under the working directory
-        experiment = mlflow.create_experiment("flux-test", artifact_location=(tmp_path / "artifacts").as_uri())
-        with mlflow.start_run(experiment_id=experiment):
-            version = register_generator(MlflowClient(uri, uri), "flux-gen", tmp_path / "model", sampler, {})
+    with local_registry(tmp_path, "flux-test") as (_, client):
+        version = register_generator(client, "flux-gen", tmp_path / "model", sampler, {})
         out = mlflow.pyfunc.load_model(f"models:/flux-gen/{version}", model_config={"base_model": str(tiny_flux_dir)}
                                        ).predict(pd.DataFrame({"prompt": ["a red cat"], "seed": [3]}))
-    finally:
-        mlflow.set_tracking_uri(previous)
     assert len(out) == 1 and len(out["image_png_base64"][0]) > 50
 
 

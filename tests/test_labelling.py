@@ -28,7 +28,7 @@ from mlops.labelling.access import RATER_TOKENS_ENV, TOKEN_ENV, Access, access_f
 from mlops.labelling.generator import from_directory
 from mlops.labelling.server import LabelServer
 from mlops.labelling.session import LabelSession
-from tests.conftest import ROOT
+from tests.conftest import ROOT, local_registry
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PROMPTS = ["a cat", "a red dog", "a blue car"]
@@ -347,27 +347,17 @@ def test_credentials_come_from_options_or_the_environment():
 
 
 def _register(tiny_sd3_dir, tmp_path) -> str:
-    """The tiny pipeline as version 1 of 'tiny-gen' (alias champion) in a temporary MLflow store."""
-    import mlflow
-    from mlflow import MlflowClient
-
+    """The tiny pipeline as version 1 of 'tiny-gen' (alias champion) in a temporary MLflow store, as
+    versions were registered before runs stored adapters (the whole pipeline as 'pipeline')."""
     from mlops.model_registry import register_version
     from mlops.pyfunc_model import GENERATOR_CODE
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sampling = tmp_path / "sampling.json"
     sampling.write_text(json.dumps({"num_steps": 2, "noise_level": 0.7, "guidance_scale": 1.0}))
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        experiment = mlflow.create_experiment("label-test", artifact_location=(tmp_path / "artifacts").as_uri())
-        client = MlflowClient(uri, uri)
-        with mlflow.start_run(experiment_id=experiment):
-            version = register_version(client, "tiny-gen", GENERATOR_CODE,
-                                       {"pipeline": str(tiny_sd3_dir), "sampling": str(sampling)}, {})
+    with local_registry(tmp_path, "label-test") as (uri, client):
+        version = register_version(client, "tiny-gen", GENERATOR_CODE,
+                                   {"pipeline": str(tiny_sd3_dir), "sampling": str(sampling)}, {})
         client.set_registered_model_alias("tiny-gen", "champion", version)
-    finally:
-        mlflow.set_tracking_uri(previous)
     return uri
 
 

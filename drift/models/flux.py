@@ -25,7 +25,7 @@ from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from diffusers.utils.torch_utils import randn_tensor
 
 from drift.models.base import Conditioning, T2IModel
-from drift.models.patches import pack_2x2, patch_positions, unpack_2x2
+from drift.models.patches import PackedLatents, pack_2x2, patch_positions, unpack_2x2
 from drift.sampling.schedules import FlowSchedule
 
 # FluxPipeline's defaults: the guidance value of guidance-distilled models, the T5 sequence length.
@@ -33,30 +33,10 @@ DEFAULT_GUIDANCE = 3.5
 MAX_SEQUENCE_LENGTH = 512
 
 
-class FluxModel(T2IModel):
+class FluxModel(PackedLatents, T2IModel):
     denoiser_class, denoiser_attr = FluxTransformer2DModel, "transformer"
     families = ("flow",)
     description = "FLUX.1 class"
-
-    @property
-    def resolution_multiple(self) -> int:
-        # one packed patch covers 2 x 2 latent cells
-        return 2 * self.vae_scale_factor
-
-    def default_resolution(self) -> tuple[int, int]:
-        size = self.pipe.default_sample_size * self.vae_scale_factor
-        return size, size
-
-    @property
-    def latent_grid(self) -> tuple[int, int]:
-        """(H, W) of the unpacked VAE latent."""
-        return self.height // self.vae_scale_factor, self.width // self.vae_scale_factor
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        """Packed latents: ((H/2)(W/2) patches, 4C channels = the transformer's in_channels)."""
-        h, w = self.latent_grid
-        return (h // 2) * (w // 2), self.denoiser.config.in_channels
 
     @property
     def max_sequence_length(self) -> int:

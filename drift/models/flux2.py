@@ -32,7 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from drift.errors import ConfigError
 from drift.models.base import Conditioning, T2IModel
-from drift.models.patches import unpack_2x2
+from drift.models.patches import PackedLatents, unpack_2x2
 from drift.sampling.schedules import FlowSchedule
 
 # Flux2Pipeline's guidance input when none is given, and both pipelines' prompt tokens.
@@ -40,7 +40,7 @@ DEFAULT_GUIDANCE = 4.0
 MAX_SEQUENCE_LENGTH = 512
 
 
-class Flux2Model(T2IModel):
+class Flux2Model(PackedLatents, T2IModel):
     denoiser_class, denoiser_attr = Flux2Transformer2DModel, "transformer"
     families = ("flow",)
     description = "FLUX.2 class, dev and klein"
@@ -65,25 +65,6 @@ class Flux2Model(T2IModel):
     def step_distilled(self) -> bool:
         """klein's distilled models, which the pipeline runs without classifier-free guidance."""
         return bool(self.pipe.config.get("is_distilled", False))
-
-    @property
-    def resolution_multiple(self) -> int:
-        return 2 * self.vae_scale_factor
-
-    def default_resolution(self) -> tuple[int, int]:
-        size = self.pipe.default_sample_size * self.vae_scale_factor
-        return size, size
-
-    @property
-    def token_grid(self) -> tuple[int, int]:
-        """(rows, columns) of 2 x 2 patches."""
-        f = 2 * self.vae_scale_factor
-        return self.height // f, self.width // f
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        rows, columns = self.token_grid
-        return rows * columns, self.denoiser.config.in_channels
 
     @property
     def max_sequence_length(self) -> int:

@@ -1,4 +1,5 @@
-"""Latents packed as 2 x 2 patches, the token layout of FLUX-class transformers.
+"""Latents packed as 2 x 2 patches, the token layout of FLUX-class transformers (FLUX.1, FLUX.2,
+Qwen-Image), and the image and latent sizes those families share.
 
 Copied from diffusers 0.42's ``FluxPipeline._pack_latents``, ``_unpack_latents`` and
 ``_prepare_latent_image_ids`` (private static methods, so not an API to call), in the form these
@@ -32,3 +33,35 @@ def patch_positions(rows: int, columns: int, device, dtype) -> torch.Tensor:
     ids[..., 1] = torch.arange(rows)[:, None]
     ids[..., 2] = torch.arange(columns)[None, :]
     return ids.reshape(rows * columns, 3).to(device=device, dtype=dtype)
+
+
+class PackedLatents:
+    """Sizes of an adapter (a T2IModel subclass, listed before T2IModel in its bases) whose
+    transformer takes 2 x 2 patches of the VAE latent as tokens: image sizes in multiples of one
+    patch, the pipeline's default_sample_size as the default, and latents packed into (patches, 4C)."""
+
+    @property
+    def resolution_multiple(self) -> int:
+        # one patch covers 2 x 2 latent cells
+        return 2 * self.vae_scale_factor
+
+    def default_resolution(self) -> tuple[int, int]:
+        size = self.pipe.default_sample_size * self.vae_scale_factor
+        return size, size
+
+    @property
+    def latent_grid(self) -> tuple[int, int]:
+        """(H, W) of the unpacked VAE latent."""
+        return self.height // self.vae_scale_factor, self.width // self.vae_scale_factor
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(rows, columns) of 2 x 2 patches."""
+        h, w = self.latent_grid
+        return h // 2, w // 2
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """Packed latents: ((H/2)(W/2) patches, 4C channels = the transformer's in_channels)."""
+        rows, columns = self.token_grid
+        return rows * columns, self.denoiser.config.in_channels

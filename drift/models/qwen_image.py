@@ -30,7 +30,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from drift.errors import ConfigError
 from drift.method.prompt_noise import anneal_condition
 from drift.models.base import Conditioning, T2IModel
-from drift.models.patches import pack_2x2, unpack_2x2
+from drift.models.patches import PackedLatents, pack_2x2, unpack_2x2
 from drift.sampling.schedules import FlowSchedule
 
 # QwenImagePipeline's prompt tokens when none are given, and the most it accepts.
@@ -38,7 +38,7 @@ MAX_SEQUENCE_LENGTH = 512
 SEQUENCE_LENGTH_LIMIT = 1024
 
 
-class QwenImageModel(T2IModel):
+class QwenImageModel(PackedLatents, T2IModel):
     denoiser_class, denoiser_attr = QwenImageTransformer2DModel, "transformer"
     families = ("flow",)
     description = "Qwen-Image"
@@ -55,25 +55,6 @@ class QwenImageModel(T2IModel):
     def vae_scale_factor(self) -> int:
         # a video VAE: one spatial halving per temporal-downsample entry
         return 2 ** len(self.vae.config.temperal_downsample)
-
-    @property
-    def resolution_multiple(self) -> int:
-        return 2 * self.vae_scale_factor
-
-    def default_resolution(self) -> tuple[int, int]:
-        size = self.pipe.default_sample_size * self.vae_scale_factor
-        return size, size
-
-    @property
-    def latent_grid(self) -> tuple[int, int]:
-        """(H, W) of the unpacked VAE latent."""
-        return self.height // self.vae_scale_factor, self.width // self.vae_scale_factor
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        """Packed latents: ((H/2)(W/2) patches, 4C channels = the transformer's in_channels)."""
-        h, w = self.latent_grid
-        return (h // 2) * (w // 2), self.denoiser.config.in_channels
 
     @property
     def max_sequence_length(self) -> int:
