@@ -119,7 +119,7 @@ def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int 
     seconds_160 = generation_time(cfg, parts)
     attributes = attribute_control(cfg, parts)
     runs = collapse_runs(cfg, iterations, every)
-    g, d = runs["grpo"], runs["default"]
+    grpo, default = runs["grpo"], runs["default"]
     result = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "pretrain": {**json.loads((base_dir / "pretrain_stats.json").read_text()), **pretrain_timing(timings_path)},
@@ -128,9 +128,9 @@ def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int 
         **quality,
         "generate_160_seconds": seconds_160,
         "attribute_control": attributes,
-        "grpo": {"reward_start": g[0]["alignment"], "reward_end": g[-1]["alignment"],
-                 "diversity_start": g[0]["diversity"], "diversity_end": g[-1]["diversity"]},
-        "matched_alignment": matched_comparison(d, g, count=5),
+        "grpo": {"reward_start": grpo[0]["alignment"], "reward_end": grpo[-1]["alignment"],
+                 "diversity_start": grpo[0]["diversity"], "diversity_end": grpo[-1]["diversity"]},
+        "matched_alignment": matched_comparison(default, grpo, count=5),
         "trajectories": runs,
         "iterations": iterations,
         "wall_seconds": time.perf_counter() - start,

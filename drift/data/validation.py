@@ -22,6 +22,7 @@ from drift.data.prompts import (
     normalize_prompt,
     read_prompts,
 )
+from drift.config import DataSection
 from drift.errors import DriftError
 from drift.logs import quiet_great_expectations
 
@@ -218,6 +219,7 @@ def validate_file(path: str | Path, max_file_mb: float = MAX_FILE_MB, **rules) -
     return validate_table(table, str(path), **rules)
 
 
-def rules_from_config(data_cfg) -> dict:
+def rules_from_config(data_cfg: DataSection) -> dict:
+    """validate_table's rules from the run configuration's data section."""
     return {"min_len": data_cfg.min_prompt_length, "max_len": data_cfg.max_prompt_length,
             "splits": (data_cfg.train_split, data_cfg.eval_split), "min_rows_per_split": data_cfg.min_rows_per_split}
