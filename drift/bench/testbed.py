@@ -135,7 +135,8 @@ def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int 
         "iterations": iterations,
         "wall_seconds": time.perf_counter() - start,
     }
-    trajectory_plot({"GRPO": g, "DRIFT (default config)": d}, out / "testbed_collapse.png", reference=g[0],
+    trajectory_plot({"GRPO": grpo, "DRIFT (default config)": default}, out / "testbed_collapse.png",
+                    reference=grpo[0],
                     title=f"digits testbed: {iterations} iterations, evaluated every {every}")
     (out / "testbed.json").write_text(json.dumps(result, indent=2))
     (out / "testbed.md").write_text(report(result))
@@ -143,9 +144,9 @@ def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int 
 
 
 def report(r: dict) -> str:
-    g = r["grpo"]
+    grpo = r["grpo"]
     gaps = [abs(p["relative_gap"]) for p in r["per_digit_diversity"]]
-    div_drop = 1 - g["diversity_end"] / g["diversity_start"]
+    div_drop = 1 - grpo["diversity_end"] / grpo["diversity_start"]
     steering = ", ".join(f"{a['attribute']} {100 * a['high_above_low']:.0f}%" for a in r["attribute_control"])
     gains = [row["gain"] for row in r["matched_alignment"] if np.isfinite(row["gain"])]
     lines = [
@@ -171,9 +172,9 @@ def report(r: dict) -> str:
         f"{steering} | "
         f"{'yes' if min(a['high_above_low'] for a in r['attribute_control']) >= 0.75 else 'no'} |",
         f"| GRPO: reward rises, diversity falls by at least half | "
-        f"reward {g['reward_start']:.2f} -> {g['reward_end']:.2f}, "
-        f"diversity {g['diversity_start']:.4f} -> {g['diversity_end']:.4f} (-{100 * div_drop:.0f}%) | "
-        f"{'yes' if g['reward_end'] > g['reward_start'] and div_drop >= 0.5 else 'no'} |",
+        f"reward {grpo['reward_start']:.2f} -> {grpo['reward_end']:.2f}, "
+        f"diversity {grpo['diversity_start']:.4f} -> {grpo['diversity_end']:.4f} (-{100 * div_drop:.0f}%) | "
+        f"{'yes' if grpo['reward_end'] > grpo['reward_start'] and div_drop >= 0.5 else 'no'} |",
         f"| DRIFT keeps more diversity at matched reward | {', '.join(f'{100 * x:+.0f}%' for x in gains)} | "
         f"{'yes' if gains and min(gains) > 0 else 'no'} |",
         "",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from drift.config import DataSection
 from drift.data.prompts import (
     MAX_FILE_MB,
     MAX_PROMPT_LENGTH,
@@ -22,7 +23,6 @@ from drift.data.prompts import (
     normalize_prompt,
     read_prompts,
 )
-from drift.config import DataSection
 from drift.errors import DriftError
 from drift.logs import quiet_great_expectations
 
