@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from drift.errors import DriftError
+
 if TYPE_CHECKING:  # torch and the models load only where images are drawn or read
     import torch
 
@@ -53,8 +55,15 @@ PAIRS_FILE = "pairs.csv"
 
 
 def read_pairs(path: str | Path) -> pd.DataFrame:
+    """The rows of a pairs.csv as strings (none when the file does not exist yet); a file that is
+    not CSV text is a user mistake, said in one line."""
     path = Path(path)
-    return pd.read_csv(path, dtype=str) if path.is_file() else pd.DataFrame(columns=COLUMNS)
+    if not path.is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    try:
+        return pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DriftError(f"{path} is not a preference pairs CSV: {str(err).splitlines()[0]}") from None
 
 
 def utc_now() -> str:
