@@ -39,7 +39,9 @@ NAME = "served-head"
 
 def serve(model_uri: str, port: int, tracking_uri: str, log) -> subprocess.Popen:
     """`mlflow models serve` of ``model_uri`` on 127.0.0.1:``port``, once it answers /ping."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(ROOT)}
+    # the scoring server is started as `uvicorn` from PATH: the virtualenv's, however pytest was run
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(ROOT),
+           "PATH": f"{BIN}:{os.environ['PATH']}"}
     proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "--env-manager", "local", "-m", model_uri,
                              "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
