@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from drift.cli.options import (
@@ -95,17 +95,30 @@ def prompt_noise(
     print(f"finished in {result['wall_seconds']:.0f} s; outputs in {out}")
 
 
+class GpuModel(str, Enum):
+    sd35m = "sd35m"
+    flux_dev = "flux-dev"
+
+
+class GpuPhase(str, Enum):
+    rollout = "rollout"
+    update = "update"
+    fit = "fit"
+
+
+class GpuScale(str, Enum):
+    full = "full"
+    tiny = "tiny"
+
+
 def gpu(
     out: Annotated[Path, typer.Option(help="output directory (bench_gpu.json, bench_gpu.md)", show_default=False)],
-    model: Annotated[list[str] | None, typer.Option(
-        click_type=click.Choice(["sd35m", "flux-dev"]), help="only this model (repeatable; default both)")] = None,
-    phase: Annotated[list[str] | None, typer.Option(
-        click_type=click.Choice(["rollout", "update", "fit"]),
+    model: Annotated[list[GpuModel] | None, typer.Option(help="only this model (repeatable; default both)")] = None,
+    phase: Annotated[list[GpuPhase] | None, typer.Option(
         help="only this phase (repeatable; default all; update and fit roll out once, untimed, without "
              "rollout)")] = None,
-    scale: Annotated[str, typer.Option(
-        click_type=click.Choice(["full", "tiny"]),
-        help="full: the published sizes (on cuda); tiny: small architectures (on the CPU)")] = "full",
+    scale: Annotated[GpuScale, typer.Option(
+        help="full: the published sizes (on cuda); tiny: small architectures (on the CPU)")] = GpuScale.full,
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda at full scale, cpu at tiny)")] = None,
     resolution: Annotated[int | None, typer.Option(
         parser=count, metavar="PIXELS", help="image size in pixels (default 512 at full scale)")] = None,
@@ -123,7 +136,8 @@ def gpu(
     without installing the project: PYTHONPATH=. python3 -m drift.cli bench gpu ..."""
     from drift.bench import gpu as benchmark
 
-    result = benchmark.run(out, model, phase, scale, device, resolution, repeats, fit_seconds, max_micro_batch)
+    result = benchmark.run(out, model and [m.value for m in model], phase and [p.value for p in phase], scale.value,
+                           device, resolution, repeats, fit_seconds, max_micro_batch)
     print(benchmark.markdown(result))
     print(f"finished in {result['wall_seconds']:.0f} s; outputs in {out} (bench_gpu.json, bench_gpu.md)")
 
