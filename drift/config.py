@@ -33,6 +33,11 @@ class RunSection(_Section):
     """Seed of every random draw of the run (prompts, sample seeds, trained timesteps, LoRA init)."""
     output_dir: Path = Path(".state/runs")
     """Where run directories (checkpoints, metrics log, final model of `drift train`) are written."""
+    resume: bool = True
+    """The pipeline's fine-tuning step: take over an earlier run of this configuration whose process
+    is gone (drift.training.run_folder): reuse its trained model when it finished (kept until its
+    registered version is decided), else resume from its newest intact checkpoint. False trains afresh
+    and removes those earlier runs' folders. (`drift train` resumes only with --resume.)"""
     device: str = Field("cpu", pattern=DEVICE_PATTERN)
     """torch device: cpu, cuda, cuda:N, mps or xpu (checked against the machine when the run starts)."""
 
@@ -440,6 +445,11 @@ class PreferenceSection(_Section):
     """Learning rate of the Bradley-Terry fit."""
     weight: float = Field(1.0, ge=0)
     """Weight of the preference reward in the generator's reward."""
+    start_from: Literal["base", "champion"] = "base"
+    """What the generator's retraining fine-tunes: the base model (model.source), or the registered
+    champion of registry.model_name (its trained weights, on the same base: each batch of preferences
+    then builds on the model the last one promoted; with train.kl_coef the update is held near it).
+    The champion must be a full fine-tune (train.lora.enabled: false)."""
     min_accuracy_gain: float = Field(0.0, ge=0, lt=1)
     """A new head is registered only when the lower end of the interval of its held-out accuracy
     minus the champion head's (same pairs; registry.confidence) is above this: equal accuracy keeps
@@ -462,6 +472,14 @@ class DriftConfig(_Section):
     accelerate: AccelerateSection = Field(default_factory=AccelerateSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
     preferences: PreferenceSection | None = None
+
+    @model_validator(mode="after")
+    def _start_from(self) -> DriftConfig:
+        if self.preferences is not None and self.preferences.start_from == "champion" and self.train.lora.enabled:
+            raise ValueError("preferences.start_from: champion continues a full fine-tune; LoRA adapters cannot be "
+                             "trained on from a registered version yet (set train.lora.enabled: false, or "
+                             "preferences.start_from: base)")
+        return self
 
     @property
     def method_name(self) -> str:
@@ -519,20 +537,21 @@ def _flatten(data, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: data}
 
 
-RESUMABLE_CHANGES = ("train.iterations",)
+RESUMABLE_CHANGES = ("train.iterations", "run.resume", "registry")
+"""What may change when a run resumes: the iteration budget, and what does not touch training."""
 
 
 def config_differences(saved: dict, current: dict, allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
     """Dotted fields whose values differ between two dumped configurations, as 'field: a -> b'
-    (fields in ``allowed`` are ignored). A field added since ``saved`` was written compares at its
-    default."""
+    (fields in ``allowed``, and the fields of sections in it, are ignored). A field added since
+    ``saved`` was written compares at its default."""
     try:
         saved = DriftConfig.model_validate(saved).model_dump(mode="json")
     except ValidationError:
         pass  # compared as written: every field it lacks or spells otherwise is reported
     a, b = _flatten(saved), _flatten(current)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if k not in allowed and a.get(k) != b.get(k)]
+            if not any(k == f or k.startswith(f + ".") for f in allowed) and a.get(k) != b.get(k)]
 
 
 def describe_validation_error(err: ValidationError, source: str) -> str:

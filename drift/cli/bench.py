@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,18 +95,18 @@ def prompt_noise(
     print(f"finished in {result['wall_seconds']:.0f} s; outputs in {out}")
 
 
-class GpuModel(str, Enum):
+class GpuModel(StrEnum):
     sd35m = "sd35m"
     flux_dev = "flux-dev"
 
 
-class GpuPhase(str, Enum):
+class GpuPhase(StrEnum):
     rollout = "rollout"
     update = "update"
     fit = "fit"
 
 
-class GpuScale(str, Enum):
+class GpuScale(StrEnum):
     full = "full"
     tiny = "tiny"
 

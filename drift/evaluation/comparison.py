@@ -60,7 +60,8 @@ def paired_differences(candidate: SampleScores, champion: SampleScores, figures:
     out = {}
     for figure in figures:
         if figure in candidate.per_sample:
-            a, b = (np.asarray(s.per_sample[figure], dtype=np.float64).reshape(prompts, n) for s in (candidate, champion))
+            a, b = (np.asarray(s.per_sample[figure], dtype=np.float64).reshape(prompts, n)
+                    for s in (candidate, champion))
             replicates = (a - b)[drawn_prompts[..., None], drawn_seeds].mean(axis=(1, 2))
         else:
             a, b = (np.asarray(s.per_prompt[figure], dtype=np.float64) for s in (candidate, champion))

@@ -83,7 +83,8 @@ def promotion_decision(candidate: SampleScores, champion: SampleScores | None, r
     if not better:
         return False, (f"not promoted: neither alignment nor diversity is better than the champion's beyond the "
                        f"noise (lower ends {diffs['alignment'].low:+.3g} and {diffs['diversity'].low:+.3g}, needed "
-                       f"above {rule.min_alignment_gain:g} and {rule.min_diversity_gain:g}): the champion stays; {table}")
+                       f"above {rule.min_alignment_gain:g} and {rule.min_diversity_gain:g}): the champion stays; "
+                       f"{table}")
     return True, f"promoted over the champion: better {' and '.join(better)}; {table}"
 
 
