@@ -19,6 +19,7 @@ from drift.data.provenance import file_md5
 from drift.data.validation import validate_preferences
 from drift.errors import DriftError
 from drift.evaluation.promotion import reward_head_decision
+from drift.models.trained import read_manifest
 from drift.registry import EMBEDDINGS
 from drift.scoring.preference_head import (
     fit_bradley_terry,
@@ -136,5 +137,9 @@ def champion_generator(config: DriftConfig) -> Annotated[Optional[ModelArtifact]
         return None
     registered = download_generator(mlflow.get_tracking_uri(), name, champion.version,
                                     tempfile.mkdtemp(prefix="drift-start-"))
+    manifest = read_manifest(registered.model_dir)
+    if manifest is not None and manifest.trained == "lora":
+        raise DriftError(f"{name} version {champion.version} (the champion) holds LoRA adapters: retraining can "
+                         "fine-tune further only a full fine-tune; set preferences.start_from: base")
     print(f"retraining starts from {name} version {champion.version} (the champion)")
     return ModelArtifact(registered.model_dir, temporary=True)

@@ -159,9 +159,9 @@ def test_a_version_registered_the_old_way_is_evaluated_again(base_sd3, tmp_path)
     import mlflow
     from mlflow import MlflowClient
 
-    from mlops.champion import figures_under_protocol
     from mlops.model_registry import register_version
     from mlops.pyfunc_model import GENERATOR_CODE
+    from mlops.version_scores import scores_under_protocol
 
     cfg = lora_config(base_sd3, tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -173,12 +173,13 @@ def test_a_version_registered_the_old_way_is_evaluated_again(base_sd3, tmp_path)
         experiment = mlflow.create_experiment("old-way", artifact_location=(tmp_path / "artifacts").as_uri())
         client = MlflowClient(uri, uri)
         with mlflow.start_run(experiment_id=experiment):
-            number = register_version(client, "old-gen", GENERATOR_CODE,
-                                      {"pipeline": str(base_sd3), "sampling": str(sampling)}, {})
-        figures = figures_under_protocol(uri, client.get_model_version("old-gen", number), cfg, None, "new-protocol")
+            number = register_version("old-gen", GENERATOR_CODE, {"pipeline": str(base_sd3), "sampling": str(sampling)},
+                                      {})
+        scores, evaluated = scores_under_protocol(uri, client.get_model_version("old-gen", number), cfg, None,
+                                                  "new-protocol")
     finally:
         mlflow.set_tracking_uri(previous)
-    assert figures["re_evaluated"] and torch.isfinite(torch.tensor(figures["figures"]["alignment"]))
+    assert evaluated and torch.isfinite(torch.tensor(scores.figures()["alignment"]))
 
 
 def test_checkpoints_of_a_lora_run_hold_the_adapters_and_their_optimizer_state_only(tiny_sd3_dir, tmp_path):

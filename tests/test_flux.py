@@ -158,7 +158,6 @@ def test_saved_model_reloads_with_equal_outputs_and_the_pyfunc_generates(tiny_fl
 
     import mlflow
     import pandas as pd
-    from mlflow import MlflowClient
 
     from mlops.model_registry import register_generator
 
@@ -171,7 +170,7 @@ def test_saved_model_reloads_with_equal_outputs_and_the_pyfunc_generates(tiny_fl
         # an experiment of its own: the default one keeps its artifacts under the working directory
         experiment = mlflow.create_experiment("flux-test", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
-            version = register_generator(MlflowClient(uri, uri), "flux-gen", tmp_path / "model", sampler, {})
+            version = register_generator("flux-gen", tmp_path / "model", sampler, {})
         out = mlflow.pyfunc.load_model(f"models:/flux-gen/{version}", model_config={"base_model": str(tiny_flux_dir)}
                                        ).predict(pd.DataFrame({"prompt": ["a red cat"], "seed": [3]}))
     finally:

@@ -363,7 +363,7 @@ def _register(tiny_sd3_dir, tmp_path) -> str:
         experiment = mlflow.create_experiment("label-test", artifact_location=(tmp_path / "artifacts").as_uri())
         client = MlflowClient(uri, uri)
         with mlflow.start_run(experiment_id=experiment):
-            version = register_version(client, "tiny-gen", GENERATOR_CODE,
+            version = register_version("tiny-gen", GENERATOR_CODE,
                                        {"pipeline": str(tiny_sd3_dir), "sampling": str(sampling)}, {})
         client.set_registered_model_alias("tiny-gen", "champion", version)
     finally:
