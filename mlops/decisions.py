@@ -112,7 +112,8 @@ def _record(client: MlflowClient, name: str, version: str, promote: bool, reason
 
 
 def _number(version: ModelVersion | None) -> str | None:
-    return None if version is None else version.version
+    # A SQL store gives version numbers as ints, a tracking server as strings.
+    return None if version is None else str(version.version)
 
 
 def decide(client: MlflowClient, name: str, version: str, candidate: SampleScores, reference: dict, rule,
@@ -121,11 +122,11 @@ def decide(client: MlflowClient, name: str, version: str, candidate: SampleScore
     ``reference``) against the current champion with the gate of ``rule`` (registry section), and
     record the decision. The champion's scores are obtained outside the promotion lock; under it the
     champion is read again, and a change means another round."""
-    known: dict[str, tuple[SampleScores, bool]] = {}
+    version, known = str(version), {}
     for _ in range(MAX_ATTEMPTS):
         champion = version_by_alias(client, name, "champion")
-        if champion is not None and champion.version != version and champion.version not in known:
-            known[champion.version] = champion_scores(champion)
+        if champion is not None and _number(champion) != version and _number(champion) not in known:
+            known[_number(champion)] = champion_scores(champion)
         with promotion_lock(client, name, rule.lock_timeout, rule.lock_stale_after, say):
             if _number(version_by_alias(client, name, "champion")) != _number(champion):
                 say(f"the champion of {name} changed while version {version} was being compared: again")
@@ -133,16 +134,16 @@ def decide(client: MlflowClient, name: str, version: str, candidate: SampleScore
             current = client.get_model_version(name, version)
             if decided(current):  # by another process meanwhile
                 return Decision(version, decision_of(current) == PROMOTED, current.tags.get(REASON, ""))
-            if champion is not None and champion.version == version:
+            if _number(champion) == version:
                 reason = current.tags.get(REASON) or "promoted: champion already (its run ended before recording it)"
                 _record(client, name, version, True, reason)
                 return Decision(version, True, reason)
-            compared = known.get(champion.version) if champion is not None else None
+            compared = known.get(_number(champion))
             promote, reason = promotion_decision(candidate, compared and compared[0], reference, rule,
                                                  own_terms(champion) if champion is not None else None)
             if champion is not None:
                 how = "evaluated now under this protocol" if compared[1] else "its scores recorded under this protocol"
-                reason = f"{reason} [champion version {champion.version}, {how}]"
+                reason = f"{reason} [champion version {_number(champion)}, {how}]"
             _record(client, name, version, promote, reason)
         return Decision(version, promote, reason, _number(champion), compared and compared[0].figures(),
                         bool(compared and compared[1]))
@@ -178,7 +179,7 @@ def settle_undecided(client: MlflowClient, name: str, protocol_id: str, rule, ch
     under another protocol (the runs of that configuration decide them), saying so."""
     done = []
     for version in undecided(client, name):
-        number = version.version
+        number = _number(version)
         busy = run_in_progress(client, version)
         if busy:
             say(f"{name} version {number} is undecided: {busy}; left to it")
@@ -222,10 +223,10 @@ def register_and_decide(name: str, model_dir: Path, sampler, tags: dict, candida
         if same and decided(version):
             say(f"this model is {name} version {version.version} already (registered by an earlier run), decided: "
                 f"{decision_of(version)}")
-            return Decision(version.version, decision_of(version) == PROMOTED, version.tags.get(REASON, "")), False
+            return Decision(_number(version), decision_of(version) == PROMOTED, version.tags.get(REASON, "")), False
     number = register_generator(name, model_dir, sampler, {**tags, **reference_tags(reference), DIGEST: digest,
                                                            DECISION: PENDING})
-    return decide(client, name, number, candidate, reference, rule, champion_scores, say), True
+    return decide(client, name, str(number), candidate, reference, rule, champion_scores, say), True
 
 
 def decided_digests(client: MlflowClient, name: str) -> set[str]:

@@ -48,7 +48,8 @@ def evaluate_model(config: DriftConfig, prompts: pd.DataFrame, model: ModelArtif
     if champion is not None:
         compared, re_evaluated = scores_under_protocol(mlflow.get_tracking_uri(), champion, cfg, prompts,
                                                        metrics["protocol_id"])
-        champion_eval = {"version": champion.version, "scores": compared.model_dump(), "re_evaluated": re_evaluated}
+        champion_eval = {"version": str(champion.version), "scores": compared.model_dump(),
+                         "re_evaluated": re_evaluated}
         mlflow.log_metrics({f"champion/{k}": v for k, v in compared.figures().items()})
         mlflow.set_tag("champion.re_evaluated", str(re_evaluated))
     with tempfile.TemporaryDirectory() as tmp:

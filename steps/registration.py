@@ -32,11 +32,12 @@ def register_model(config: DriftConfig, prompts: pd.DataFrame, model: ModelArtif
     name, uri = cfg.registry.model_name, mlflow.get_tracking_uri()
     run_id = mlflow.active_run().info.run_id
     candidate = SampleScores.model_validate(evaluation["scores"])
-    prepared = {} if champion_evaluation is None else {champion_evaluation["version"]: (
+    prepared = {} if champion_evaluation is None else {str(champion_evaluation["version"]): (
         SampleScores.model_validate(champion_evaluation["scores"]), champion_evaluation["re_evaluated"])}
 
     def champion_scores(version):
-        return prepared.get(version.version) or scores_under_protocol(uri, version, cfg, prompts, candidate.protocol_id)
+        found = prepared.get(str(version.version))
+        return found or scores_under_protocol(uri, version, cfg, prompts, candidate.protocol_id)
 
     tags = {**version_tags(gated_figures(evaluation), evaluation["protocol_id"], evaluation["protocol"]),
             **{f"data.{k}": v for k, v in data_version.items()}, "mlflow_run_id": run_id, **(extra_tags or {})}

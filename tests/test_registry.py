@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from drift.config import RegistrySection
 from drift.errors import DriftError
 from drift.evaluation.scores import SampleScores
+from mlops import cli as mlops_cli
 from mlops import decisions
 from mlops.promotion_lock import HOST, PID, TOKEN, break_lock, lock_name, promotion_lock, read_lock, unlock
 from mlops.version_scores import OWN_TERMS, PROTOCOL_ID, RUN_ID, log_scores, scores_under_protocol
@@ -63,7 +64,7 @@ def register(client, name, model_scores, digest="d"):
     log_scores(client, run.info.run_id, model_scores)
     tags = {PROTOCOL_ID: model_scores.protocol_id, OWN_TERMS: "digit_margin", RUN_ID: run.info.run_id,
             decisions.DIGEST: digest, decisions.DECISION: decisions.PENDING, **decisions.reference_tags(REFERENCE)}
-    return client.create_model_version(name, source, run.info.run_id, tags=tags).version
+    return str(client.create_model_version(name, source, run.info.run_id, tags=tags).version)
 
 
 def recorded(client):
@@ -99,8 +100,8 @@ def test_two_identical_candidates_keep_the_champion_and_a_clearly_better_one_mov
     better = register(client, "gen", scores(8.5, seed=2))
     won = decisions.decide(client, "gen", better, scores(8.5, seed=2), REFERENCE, QUICK, recorded(client))
     assert won.promoted and "90% interval [+" in won.reason, won.reason
-    assert client.get_model_version_by_alias("gen", "champion").version == better
-    assert client.get_model_version_by_alias("gen", "challenger").version == better
+    assert str(client.get_model_version_by_alias("gen", "champion").version) == better
+    assert str(client.get_model_version_by_alias("gen", "challenger").version) == better
     tags = {v.version: v.tags for v in decisions.versions(client, "gen")}
     assert [tags[v][decisions.DECISION] for v in sorted(tags, key=int)] == ["promoted", "rejected", "rejected",
                                                                            "promoted"]
@@ -227,9 +228,9 @@ def test_a_version_left_by_a_run_killed_before_its_decision_is_decided_by_the_ne
     assert "ended" in decisions.describe(client, left)  # `drift registry undecided` lists it
     said = []
     [decision] = decisions.settle_undecided(client, "gen", "p1", QUICK, recorded(client), said.append)
-    assert decision.version == left.version and decision.promoted, said
+    assert decision.version == str(left.version) and decision.promoted, said
     assert decisions.undecided(client, "gen") == []
-    assert client.get_model_version_by_alias("gen", "champion").version == left.version
+    assert client.get_model_version_by_alias("gen", "champion").version == left.version  # (same store, same type)
     assert decisions.latest_decided(client, "gen").tags["data.preferences_md5"] == "new"
     # a version with no tags at all (the old registration, killed between creating and tagging) is marked failed
     with mlflow.start_run() as run:
@@ -239,6 +240,13 @@ def test_a_version_left_by_a_run_killed_before_its_decision_is_decided_by_the_ne
     decisions.settle_undecided(client, "gen", "p1", QUICK, recorded(client), said.append)
     assert client.get_model_version("gen", bare).tags[decisions.DECISION] == "failed"
     assert "registered without its evaluation" in client.get_model_version("gen", bare).tags[decisions.REASON]
+    # the operator gives up on an undecided version; a decided one is refused
+    uri = ["--tracking-uri", mlflow.get_tracking_uri()]
+    stuck = register(client, "gen", scores(7.0), digest="other")
+    assert mlops_cli.main(["registry", "fail", "gen", stuck, "--reason", "wrong data", *uri]) == 0
+    assert client.get_model_version("gen", stuck).tags[decisions.REASON] == "failed: wrong data"
+    assert mlops_cli.main(["registry", "fail", "gen", str(left.version), *uri]) == 2
+    assert mlops_cli.main(["registry", "undecided", "gen", *uri]) == 0
 
 
 def test_a_champion_without_scores_is_evaluated_once(store, monkeypatch):
