@@ -6,7 +6,7 @@ step's local disk, and rebuild the model from its base.
 
 A hub base is downloaded where it is loaded (its revision pinned). A local base directory reaches
 other machines through the artifact store: the first artifact trained on it copies it, once per
-content digest, to ``<store>/drift-bases/<digest>/`` (``COMPLETE`` written last), and
+content digest, to ``<store>/drift-bases/<digest>/`` (``<digest>.complete`` beside it written last), and
 ``base_from_store`` finds it there for ``drift.models.load_model``.
 """
 
@@ -29,7 +29,7 @@ from zenml.materializers.base_materializer import BaseMaterializer
 from drift.models.trained import MANIFEST, BaseReference, read_manifest
 
 MODEL_DIR, PREVIEW = "model", "preview.png"
-BASES, COMPLETE = "drift-bases", "COMPLETE"
+BASES, COMPLETE = "drift-bases", ".complete"
 
 
 @dataclass
@@ -63,12 +63,13 @@ def _store_base_path(reference: BaseReference) -> str:
 
 
 def store_base(reference: BaseReference, directory: Path) -> None:
-    """Copy a local base into the artifact store, once per digest."""
+    """Copy a local base into the artifact store, once per digest; the marker that the copy is
+    complete lies beside it (inside, it would change the copy's digest)."""
     target = _store_base_path(reference)
-    if fileio.exists(os.path.join(target, COMPLETE)):
+    if fileio.exists(target + COMPLETE):
         return
     _copy_tree(str(directory), target)
-    with fileio.open(os.path.join(target, COMPLETE), "w") as f:
+    with fileio.open(target + COMPLETE, "w") as f:
         f.write(reference.source)
 
 
@@ -76,14 +77,15 @@ def base_from_store(reference: BaseReference) -> Path | None:
     """The artifact store's copy of a local base (drift.models.trained.BaseLocator): the store's own
     folder when the store is a local directory, else a local copy (kept for the process's later loads)."""
     target = _store_base_path(reference)
-    if not fileio.exists(os.path.join(target, COMPLETE)):
+    if not fileio.exists(target + COMPLETE):
         return None
     if os.path.isdir(target):
         return Path(target)
     local = Path(tempfile.gettempdir()) / BASES / reference.digest
-    if not (local / COMPLETE).is_file():
+    if not Path(str(local) + COMPLETE).is_file():
         shutil.rmtree(local, ignore_errors=True)
         _copy_tree(target, str(local))
+        Path(str(local) + COMPLETE).write_text(reference.source)
     return local
 
 
