@@ -41,10 +41,13 @@ import json, sys, torch
 from zenml.client import Client
 from drift.models import load_model
 from drift.rollout import rollout
+from mlops.artifacts import base_from_store
 run = Client().get_pipeline_run(sys.argv[1])
 artifact = run.steps["drift_finetune"].outputs["model"][0]
 model = artifact.load()
-images = rollout(load_model(str(model.directory)), ["the number 3"], 2, torch.tensor([1, 2]), 5, 0.0).images
+# the base too comes from the artifact store (the fine-tuning step put it there)
+images = rollout(load_model(str(model.directory), locate=base_from_store), ["the number 3"], 2, torch.tensor([1, 2]), 5,
+                 0.0).images
 print(json.dumps({"shape": list(images.shape), "finite": bool(torch.isfinite(images).all()),
                   "visualizations": len(artifact.visualizations or [])}))
 """
@@ -85,7 +88,8 @@ def test_pipeline_registers_champion_then_rejects_a_worse_challenger(testbed, ml
     import pandas as pd
 
     mlflow.set_tracking_uri(zen_env["tracking_uri"])
-    model = mlflow.pyfunc.load_model("models:/drift-digits-test@champion")
+    model = mlflow.pyfunc.load_model("models:/drift-digits-test@champion",  # its local base is not at its recorded path
+                                     model_config={"base_model": str(testbed["root"] / "base_model")})
     out = model.predict(pd.DataFrame({"prompt": ["the number 3", "a handwritten digit seven"], "seed": [1, 2]}))
     assert len(out) == 2 and all(len(s) > 50 for s in out["image_png_base64"])
 

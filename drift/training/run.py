@@ -81,9 +81,9 @@ def run_training(cfg: DriftConfig, run_dir: str | Path, parts: RunParts | None =
                  progress: bool = True, replay: bool = False) -> TrainingRun:
     """Train ``cfg`` in ``run_dir``; with ``resume``, continue from its newest intact checkpoint
     (damaged newer ones are reported and skipped, the partial one a kill or a full disk left is
-    removed; where it resumes from is said before training starts). With ``replay``, a resumed run first passes the
-    logged metrics up to its checkpoint to ``callback`` (a new tracking run then holds the whole
-    history). Returns the trainer after the last iteration."""
+    removed; where it resumes from is said before training starts). With ``replay``, a resumed run
+    first passes the logged metrics up to its checkpoint to ``callback`` (a new tracking run then
+    holds the whole history). Returns the trainer after the last iteration."""
     run_dir = Path(run_dir)
     trainer = build_trainer(cfg, parts)
     ckpt_dir = run_dir / "checkpoints"
