@@ -95,7 +95,8 @@ def finetune(cfg: DriftConfig, prompts: pd.DataFrame, mlflow_run_id: str | None,
 
 
 def _finished(run_dir: Path) -> FineTuned:
-    return FineTuned(run_dir / MODEL, Image.open(run_dir / PREVIEW), json.loads((run_dir / TRAJECTORY).read_text()))
+    with Image.open(run_dir / PREVIEW) as preview:  # read now: the folder goes once the version is decided
+        return FineTuned(run_dir / MODEL, preview.copy(), json.loads((run_dir / TRAJECTORY).read_text()))
 
 
 def train_in(folder: RunFolder, cfg: DriftConfig, prompts: pd.DataFrame, mlflow_run_id: str, tracking_uri: str,
