@@ -126,7 +126,7 @@ def update_reward_model(config: DriftConfig, pairs: pd.DataFrame, preference_ver
     return (new_head if accept else champion_head), result
 
 
-@step(enable_cache=False)
+@step(enable_cache=False, experiment_tracker=True)
 def champion_generator(config: DriftConfig) -> Annotated[Optional[ModelArtifact], "start_model"]:
     """The registered champion of registry.model_name, which retraining fine-tunes further
     (preferences.start_from: champion); None, and training starts from the base, while there is none."""

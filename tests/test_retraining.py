@@ -25,7 +25,7 @@ def retrain_config(testbed, prefs_dir, tag):
     return small_config(testbed, **{
         "train.iterations": 3, "eval.every": 3, "registry.model_name": f"gen-{tag}",
         "preferences": {"pairs": str(prefs_dir / "pairs.csv"), "reward_model_name": f"reward-{tag}",
-                        "epochs": 100},
+                        "epochs": 100, "start_from": "champion"},
     })
 
 
