@@ -34,6 +34,11 @@ class RunSection(_Section):
     """Seed of every random draw of the run (prompts, sample seeds, trained timesteps, LoRA init)."""
     output_dir: Path = Path(".state/runs")
     """Where run directories (checkpoints, metrics log, final model of `drift train`) are written."""
+    resume: bool = True
+    """The pipeline's fine-tuning step: take over an earlier run of this configuration whose process
+    is gone (drift.training.run_folder): reuse its trained model when it finished (kept until its
+    registered version is decided), else resume from its newest intact checkpoint. False trains afresh
+    and removes those earlier runs' folders. (`drift train` resumes only with --resume.)"""
     device: str = Field("cpu", pattern=DEVICE_PATTERN)
     """torch device: cpu, cuda, cuda:N, mps or xpu (checked against the machine when the run starts)."""
 
@@ -484,18 +489,43 @@ class AccelerateSection(_Section):
 
 
 class RegistrySection(_Section):
+    """The registered model, the promotion gate (drift.evaluation.promotion) and the promotion lock
+    (mlops.promotion_lock). The gate compares the candidate with the champion sample by sample under the
+    candidate's evaluation protocol (the champion is evaluated again when it was measured otherwise)
+    and reads each figure's paired bootstrap interval at ``confidence``."""
+
     model_name: str = Field("drift-digits", min_length=1)
     """MLflow registered model name."""
     min_diversity_fraction: float = Field(0.5, ge=0, le=10.0)
     """Promotion needs diversity >= this fraction of the reference (base) model's."""
     max_alignment_drop: float = Field(0.0, ge=0)
-    """Promotion needs alignment >= the champion's minus this, both measured under this run's
-    evaluation protocol (the champion is re-evaluated when it was measured otherwise)."""
+    """How far below the champion's the candidate's alignment may lie: a candidate whose whole
+    interval of the difference lies below minus this (reward units) is not promoted."""
+    max_diversity_drop: float = Field(0.0, ge=0)
+    """The same for diversity (mean pairwise cosine distance)."""
     protected_terms: list[str] | None = None
     """Reward terms that must not regress against the champion; None protects every term of the
     champion's own protocol, so that adding a reward term cannot buy a promotion."""
     max_term_drop: float = Field(0.0, ge=0)
-    """How far a protected term may fall below the champion's (absolute, in the term's units)."""
+    """The same for each protected term (absolute, in the term's units)."""
+    min_alignment_gain: float = Field(0.0, ge=0)
+    """Promotion needs alignment or diversity better than the champion's: the lower end of the
+    alignment difference's interval above this (reward units) ..."""
+    min_diversity_gain: float = Field(0.0, ge=0)
+    """... or the lower end of the diversity difference's interval above this. With both at 0 a
+    candidate must be better beyond the noise; a tie keeps the champion."""
+    confidence: float = Field(0.9, ge=0.5, lt=1.0)
+    """Level of the bootstrap intervals the gates read (0.9: each end is a one-sided 95% bound)."""
+    bootstrap_resamples: int = Field(2000, ge=100, le=100_000)
+    """Bootstrap resamples of the evaluation's prompts and seeds (of the held-out pairs, for the
+    reward head); the draws are seeded, so a decision is reproducible."""
+    lock_timeout: float = Field(600.0, gt=0)
+    """Seconds a run waits for the promotion lock before it fails; its registered version then stays
+    undecided until the next run (or `drift registry decide`) decides it."""
+    lock_stale_after: float = Field(120.0, ge=1.0)
+    """Seconds without a heartbeat (on the registry server's clock) after which a lock is taken to be
+    left by a dead holder and broken; the holder refreshes it every quarter of this. A holder on this
+    machine whose process is gone is broken at once."""
 
 
 class PreferenceSection(_Section):
@@ -514,6 +544,15 @@ class PreferenceSection(_Section):
     """Learning rate of the Bradley-Terry fit."""
     weight: float = Field(1.0, ge=0)
     """Weight of the preference reward in the generator's reward."""
+    start_from: Literal["base", "champion"] = "base"
+    """What the generator's retraining fine-tunes: the base model (model.source), or the registered
+    champion of registry.model_name (its trained weights, on the same base: each batch of preferences
+    then builds on the model the last one promoted; with train.kl_coef the update is held near it).
+    The champion must be a full fine-tune (train.lora.enabled: false)."""
+    min_accuracy_gain: float = Field(0.0, ge=0, lt=1)
+    """A new head is registered only when the lower end of the interval of its held-out accuracy
+    minus the champion head's (same pairs; registry.confidence) is above this: equal accuracy keeps
+    the champion head."""
 
 
 class DriftConfig(_Section):
@@ -532,6 +571,14 @@ class DriftConfig(_Section):
     accelerate: AccelerateSection = Field(default_factory=AccelerateSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
     preferences: PreferenceSection | None = None
+
+    @model_validator(mode="after")
+    def _start_from(self) -> DriftConfig:
+        if self.preferences is not None and self.preferences.start_from == "champion" and self.train.lora.enabled:
+            raise ValueError("preferences.start_from: champion continues a full fine-tune; LoRA adapters cannot be "
+                             "trained on from a registered version yet (set train.lora.enabled: false, or "
+                             "preferences.start_from: base)")
+        return self
 
     @property
     def method_name(self) -> str:
@@ -592,20 +639,21 @@ def _flatten(data, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: data}
 
 
-RESUMABLE_CHANGES = ("train.iterations",)
+RESUMABLE_CHANGES = ("train.iterations", "run.resume", "registry")
+"""What may change when a run resumes: the iteration budget, and what does not touch training."""
 
 
 def config_differences(saved: dict, current: dict, allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
     """Dotted fields whose values differ between two dumped configurations, as 'field: a -> b'
-    (fields in ``allowed`` are ignored). A field added since ``saved`` was written compares at its
-    default."""
+    (fields in ``allowed``, and the fields of sections in it, are ignored). A field added since
+    ``saved`` was written compares at its default."""
     try:
         saved = DriftConfig.model_validate(saved).model_dump(mode="json")
     except ValidationError:
         pass  # compared as written: every field it lacks or spells otherwise is reported
     a, b = _flatten(saved), _flatten(current)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if k not in allowed and a.get(k) != b.get(k)]
+            if not any(k == f or k.startswith(f + ".") for f in allowed) and a.get(k) != b.get(k)]
 
 
 def describe_validation_error(err: ValidationError, source: str) -> str:

@@ -21,6 +21,10 @@ class CheckpointError(DriftError):
     """A checkpoint that is incomplete, corrupted, or does not belong to this run."""
 
 
+class DiskFullError(DriftError):
+    """The disk filled up during a write: the message names the path, the space needed and what is left intact."""
+
+
 class NonFiniteError(DriftError):
     """A NaN or infinite reward, advantage, loss or gradient: training stops before the weights change."""
 

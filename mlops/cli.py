@@ -1,6 +1,7 @@
 """The installed ``drift`` console script: the library's commands (drift.cli) plus the ones that
-record to MLflow, which the library itself never imports: `drift label`, and MLflow tracking for the
-Pareto and efficiency benchmarks."""
+use MLflow, which the library itself never imports: `drift label`, `drift registry` (the operator's
+commands on a registered model: its promotion lock and its undecided versions), and MLflow tracking
+for the Pareto and efficiency benchmarks."""
 
 from __future__ import annotations
 
@@ -156,6 +157,86 @@ def label(
         print(dvc_add(out)[1])
 
 
+registry = typer.Typer(help="A registered model's promotion lock and undecided versions (for the operator).")
+TrackingUri = Annotated[str | None, typer.Option(
+    help="MLflow tracking and registry URI (default: $MLFLOW_TRACKING_URI, else the local stack's)")]
+ModelName = Annotated[str, typer.Argument(metavar="NAME", help="registered model name, e.g. drift-digits")]
+
+
+def _client(tracking_uri: str | None):
+    from mlflow import MlflowClient
+
+    uri = _tracking_uri(tracking_uri)
+    return MlflowClient(uri, uri)
+
+
+@registry.command(short_help="break a registered model's promotion lock")
+def unlock(
+    name: ModelName,
+    force: Annotated[bool, typer.Option("--force", help="break it even while its holder looks alive")] = False,
+    stale_after: Annotated[float, typer.Option(
+        min=1.0, help="seconds without a heartbeat after which a lock counts as stale (registry.lock_stale_after)")
+    ] = 120.0,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Break NAME's promotion lock when its holder is gone: its process no longer exists on this
+    machine, or it has had no heartbeat for --stale-after seconds (or with --force, anyway). Runs
+    waiting for the lock then go on."""
+    from mlops.promotion_lock import unlock as unlock_lock
+
+    print(unlock_lock(_client(tracking_uri), name, force, stale_after))
+
+
+@registry.command(short_help="list the versions of a registered model that have no decision")
+def undecided(name: ModelName, tracking_uri: TrackingUri = None) -> None:
+    """The versions of NAME that were registered but never decided (their run ended first), one a
+    line: when, by which run, under which evaluation protocol."""
+    from mlops.decisions import describe
+    from mlops.decisions import undecided as pending
+
+    client = _client(tracking_uri)
+    found = pending(client, name)
+    print("\n".join(describe(client, v) for v in found) if found else f"{name}: every version is decided")
+
+
+@registry.command(short_help="decide the undecided versions measured under a configuration's protocol")
+def decide(config: Config, overrides: Overrides = None, tracking_uri: TrackingUri = None) -> None:
+    """Decide the undecided versions of the configuration's registered model that were measured
+    under its evaluation protocol, with its promotion gate, as its next pipeline run would (the
+    champion is evaluated when its scores under that protocol were never recorded); mark failed those
+    registered without their evaluation."""
+    cfg = run_config(config, overrides)
+    from mlops.decisions import settle_with_config
+
+    done = settle_with_config(_tracking_uri(tracking_uri), cfg)
+    print(f"decided {len(done)} version(s) of {cfg.registry.model_name}")
+
+
+@registry.command(short_help="give up on an undecided version")
+def fail(
+    name: ModelName,
+    version: Annotated[int, typer.Argument(metavar="VERSION", min=1, help="the version number")],
+    reason: Annotated[str, typer.Option(help="why, recorded on the version")] = "given up by the operator",
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Mark an undecided VERSION of NAME failed, with the reason: it is then neither compared nor
+    counted as trained on by the retraining pipeline."""
+    from mlflow.exceptions import MlflowException
+
+    from mlops.decisions import PENDING, decision_of, mark_failed
+
+    client = _client(tracking_uri)
+    try:
+        current = client.get_model_version(name, str(version))
+    except MlflowException:
+        raise DriftError(f"{name} has no version {version}") from None
+    if decision_of(current) != PENDING:
+        raise DriftError(f"{name} version {version} is decided already ({decision_of(current)})")
+    mark_failed(client, name, str(version), reason)
+    print(f"{name} version {version} marked failed: {reason}")
+
+
+commands.add_typer(registry, name="registry")
 app = cli.build_app(commands, tracking=mlflow_tracking, champion_head=registry_reward_head)
 
 

@@ -1,14 +1,9 @@
 """MLflow Model Registry helpers shared by the register steps: log a pyfunc from code, register
-a version with its tags, read and move aliases."""
+a version with its tags, read aliases, download registered versions."""
 
 from __future__ import annotations
 
-import os
-import random
-import socket
 import tempfile
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,20 +26,19 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
         return None
 
 
-def _register(client: MlflowClient, name: str, info, tags: dict) -> str:
-    version = mlflow.register_model(info.model_uri, name).version
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value))
-    return version
+def _register(info, name: str, tags: dict) -> str:
+    # The tags are written with the version, in one transaction: a run killed here leaves either no
+    # version or one that says everything a later decision needs.
+    return mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version
 
 
-def register_version(client: MlflowClient, name: str, code: Path, artifacts: dict[str, str], tags: dict,
+def register_version(name: str, code: Path, artifacts: dict[str, str], tags: dict,
                      signature=None, artifact_path: str = "model") -> str:
     """Log the pyfunc defined by the source file ``code`` with ``artifacts`` in the active run,
     register it as a new version of ``name``, tag it, and return the version."""
     info = mlflow.pyfunc.log_model(name=artifact_path, python_model=str(code), artifacts=artifacts,
                                    signature=signature, pip_requirements=requirements())
-    return _register(client, name, info, tags)
+    return _register(info, name, tags)
 
 
 class _GeneratorWithAdapter:
@@ -69,7 +63,7 @@ class _GeneratorWithAdapter:
         mlflow_model.save(str(Path(path) / "MLmodel"))
 
 
-def register_generator(client: MlflowClient, name: str, trained_dir: Path, sampler: SamplerSettings,
+def register_generator(name: str, trained_dir: Path, sampler: SamplerSettings,
                        tags: dict) -> str:
     """Log the generator (what the run trained, on its pinned base, and the sampler settings it is
     evaluated with) in the active run, with the diffusers flavor when it trained LoRA adapters;
@@ -84,57 +78,7 @@ def register_generator(client: MlflowClient, name: str, trained_dir: Path, sampl
                          signature=generator_signature(sampler), pip_requirements=requirements(),
                          model_config={"base_model": None},  # where a local base is, given at load time
                          base=manifest.base if manifest.trained == "lora" else None)
-    return _register(client, name, info, tags)
-
-
-LOCK_SUFFIX = ".promotion-lock"
-
-
-@contextmanager
-def promotion_lock(client: MlflowClient, name: str, timeout: float = 600.0, stale_after: float = 3600.0):
-    """Hold the right to move ``name``'s champion alias, across processes and machines that share
-    the registry. Creating a registered model is atomic in MLflow's stores (the name is a primary
-    key, and a tracking server answers RESOURCE_ALREADY_EXISTS to the second creator), so the lock
-    is the registered model ``<name>.promotion-lock``: created to acquire, deleted to release. A
-    lock older than ``stale_after`` seconds is taken to belong to a dead holder and broken."""
-    lock = name + LOCK_SUFFIX
-    holder = f"{socket.gethostname()}:{os.getpid()}"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.create_registered_model(lock, tags={"holder": holder, "acquired": str(time.time())},
-                                           description=f"promotion of {name} in progress ({holder}); deleted when done")
-            break
-        except MlflowException as err:
-            if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        try:
-            held = client.get_registered_model(lock)
-            if time.time() - float(held.tags.get("acquired", "0")) > stale_after:
-                client.delete_registered_model(lock)
-                continue
-        except MlflowException:
-            continue  # released meanwhile
-        if time.monotonic() > deadline:
-            raise DriftError(f"could not acquire {lock} within {timeout:.0f} s (held by {held.tags.get('holder')}); "
-                             f"if that process is gone, delete the registered model {lock}")
-        time.sleep(0.2 + random.random() * 0.3)
-    try:
-        yield
-    finally:
-        client.delete_registered_model(lock)
-
-
-def compare_and_promote(client: MlflowClient, name: str, version: str, decide) -> tuple[bool, str, ModelVersion | None]:
-    """Under the promotion lock: read the current champion, ``decide(champion)`` -> (promote,
-    reason), and move the alias if so. No other registration can interleave between the read and
-    the move. Returns the decision, its reason and the champion it was made against."""
-    with promotion_lock(client, name):
-        champion = version_by_alias(client, name, "champion")
-        promote, reason = decide(champion)
-        if promote:
-            client.set_registered_model_alias(name, "champion", version)
-    return promote, reason, champion
+    return _register(info, name, tags)
 
 
 @dataclass

@@ -22,12 +22,12 @@ from mlops.pyfunc_model import REWARD_CODE, REWARD_SIGNATURE
 DIGEST_TAG = "reward.digest"
 
 
-def register_reward(client: MlflowClient, name: str, term: RewardTerm, tags: dict) -> tuple[str, str]:
+def register_reward(name: str, term: RewardTerm, tags: dict) -> tuple[str, str]:
     """Package ``term``, log it in the active MLflow run and register it as a new version of
     ``name``, tagged with ``tags`` and its package digest; returns (version, digest)."""
     package = package_term(term.name, term.args, Path(tempfile.mkdtemp(prefix="drift-reward-")) / "reward")
     digest = package_digest(package)
-    version = register_version(client, name, REWARD_CODE, {"reward": str(package)}, {**tags, DIGEST_TAG: digest},
+    version = register_version(name, REWARD_CODE, {"reward": str(package)}, {**tags, DIGEST_TAG: digest},
                                signature=REWARD_SIGNATURE, artifact_path="reward_model")
     return version, digest
 

@@ -1,6 +1,8 @@
-"""Step 6: register the fine-tuned model as a new version, set `challenger`, and move `champion`
-only through the promotion gate (drift.evaluation.promotion), with the read-compare-set of the
-alias under the registry's promotion lock; end the run with a short report."""
+"""Step 6: register the fine-tuned model as a new version and decide it with the promotion gate
+(drift.evaluation.promotion), under the registry's promotion lock for the read-compare-set of the
+`champion` alias only (mlops.decisions); versions earlier runs left undecided under this protocol are
+decided first. Once decided, the run folders that kept the model are removed. The run ends with a
+short report."""
 
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,13 +13,14 @@ from mlflow import MlflowClient
 from zenml import log_metadata, step
 
 from drift.config import DriftConfig
-from drift.evaluation.promotion import promotion_decision
+from drift.evaluation.scores import SampleScores
 from drift.models.trained import locate_base, read_manifest
+from drift.training import run_folder
 from mlops.artifacts import ModelArtifact, base_from_store
-from mlops.champion import figures_under_protocol, gated_figures, version_tags
 from mlops.configuration import step_config
-from mlops.model_registry import compare_and_promote, register_generator
+from mlops.decisions import decided_digests, register_and_decide
 from mlops.report import run_summary
+from mlops.version_scores import gated_figures, scores_under_protocol, version_tags
 
 
 @step(enable_cache=False, experiment_tracker=True)
@@ -26,39 +29,33 @@ def register_model(config: DriftConfig, prompts: pd.DataFrame, model: ModelArtif
                    reward_head: Optional[Path] = None,
                    extra_tags: Optional[dict] = None) -> Annotated[dict, "registration"]:
     cfg = step_config(config, reward_head)
-    name = cfg.registry.model_name
-    client = MlflowClient()
-    candidate = gated_figures(evaluation)
+    name, uri = cfg.registry.model_name, mlflow.get_tracking_uri()
     run_id = mlflow.active_run().info.run_id
-    tags = {**version_tags(candidate, evaluation["protocol_id"], evaluation["protocol"]),
+    candidate = SampleScores.model_validate(evaluation["scores"])
+    prepared = {} if champion_evaluation is None else {str(champion_evaluation["version"]): (
+        SampleScores.model_validate(champion_evaluation["scores"]), champion_evaluation["re_evaluated"])}
+
+    def champion_scores(version):
+        found = prepared.get(str(version.version))
+        return found or scores_under_protocol(uri, version, cfg, prompts, candidate.protocol_id)
+
+    tags = {**version_tags(gated_figures(evaluation), evaluation["protocol_id"], evaluation["protocol"]),
             **{f"data.{k}": v for k, v in data_version.items()}, "mlflow_run_id": run_id, **(extra_tags or {})}
     # A version must load later: its base must be the one it was trained on (a changed local
     # base stops here, naming both digests).
     locate_base(read_manifest(model.directory).base, cfg.model.source, base_from_store)
-    version = register_generator(client, name, model.directory, cfg.sampler(evaluation=True), tags)
-    client.set_registered_model_alias(name, "challenger", version)
-    compared: dict = {}
-
-    def decide(champion):
-        if champion is None:
-            return promotion_decision(candidate, None, reference_metrics, cfg.registry)
-        if champion_evaluation is not None and champion.version == champion_evaluation["version"]:
-            compared.update(champion_evaluation)
-        else:  # the champion changed since the evaluation step: measure the new one the same way
-            compared.update(figures_under_protocol(mlflow.get_tracking_uri(), champion, cfg, prompts,
-                                                   evaluation["protocol_id"]))
-        promote, reason = promotion_decision(candidate, compared["figures"], reference_metrics, cfg.registry,
-                                             compared["own_terms"])
-        how = "re-evaluated under this run's protocol" if compared["re_evaluated"] else "same protocol"
-        return promote, f"{reason} [champion version {compared['version']}, {how}]"
-
-    promote, reason, _ = compare_and_promote(client, name, version, decide)
-    client.set_model_version_tag(name, version, "promotion", reason)
-    mlflow.set_tags({"promotion.decision": "promoted" if promote else "rejected", "promotion.reason": reason[:5000],
-                     "registered_version": version})
-    result = {"model_name": name, "version": int(version), "promoted": promote, "reason": reason,
-              "previous_champion": compared.get("version"), "figures": candidate,
-              "champion_figures": compared.get("figures")}
+    decision, _ = register_and_decide(name, model.directory, cfg.sampler(evaluation=True), tags, candidate,
+                                      reference_metrics, cfg.registry, champion_scores)
+    for path in run_folder.forget(cfg.run.output_dir, decided_digests(MlflowClient(), name)):
+        print(f"removed {path}: its model's version is decided")
+    mlflow.set_tags({"promotion.decision": "promoted" if decision.promoted else "rejected",
+                     "promotion.reason": decision.reason[:5000], "registered_version": decision.version})
+    figures = candidate.figures()
+    compared = None if decision.champion is None else {"version": decision.champion,
+                                                       "figures": decision.champion_figures}
+    result = {"model_name": name, "version": int(decision.version), "promoted": decision.promoted,
+              "reason": decision.reason, "previous_champion": decision.champion, "figures": figures,
+              "champion_figures": decision.champion_figures}
     log_metadata(metadata={"registration": result})
-    print(run_summary(result, candidate, reference_metrics, compared or None, mlflow.get_tracking_uri(), run_id))
+    print(run_summary(result, figures, reference_metrics, compared, uri, run_id))
     return result

@@ -156,18 +156,18 @@ def test_a_base_changed_after_training_is_refused_naming_both_digests(lora_run, 
 def test_a_version_registered_the_old_way_is_evaluated_again(base_sd3, tmp_path):
     """Versions registered before adapters were stored hold the whole pipeline ('pipeline'); the
     champion's re-evaluation (and drift label, through the same download) still opens them."""
-    from mlops.champion import figures_under_protocol
     from mlops.model_registry import register_version
     from mlops.pyfunc_model import GENERATOR_CODE
+    from mlops.version_scores import scores_under_protocol
 
     cfg = lora_config(base_sd3, tmp_path)
     sampling = tmp_path / "sampling.json"
     sampling.write_text(SamplerSettings(num_steps=2, noise_level=0.0).model_dump_json())
     with local_registry(tmp_path, "old-way") as (uri, client):
-        number = register_version(client, "old-gen", GENERATOR_CODE,
-                                  {"pipeline": str(base_sd3), "sampling": str(sampling)}, {})
-        figures = figures_under_protocol(uri, client.get_model_version("old-gen", number), cfg, None, "new-protocol")
-    assert figures["re_evaluated"] and torch.isfinite(torch.tensor(figures["figures"]["alignment"]))
+        number = register_version("old-gen", GENERATOR_CODE, {"pipeline": str(base_sd3), "sampling": str(sampling)}, {})
+        scores, evaluated = scores_under_protocol(uri, client.get_model_version("old-gen", number), cfg, None,
+                                                  "new-protocol")
+    assert evaluated and torch.isfinite(torch.tensor(scores.figures()["alignment"]))
 
 
 def test_checkpoints_of_a_lora_run_hold_the_adapters_and_their_optimizer_state_only(tiny_sd3_dir, tmp_path):

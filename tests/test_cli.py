@@ -41,7 +41,7 @@ def test_config_and_set_mean_the_same_in_every_command():
     commands = dict(_commands(typer.main.get_command(console.app)))
     with_config = {words: command for words, command in commands.items()
                    if any(p.name == "config" for p in command.params)}
-    assert len(with_config) == 11  # all but validate-preferences, bench gpu and the testbed stages
+    assert len(with_config) == 12  # all but validate-preferences, the testbed stages and registry NAME ones
     for words, command in with_config.items():
         options = {p.name: p.opts for p in command.params}
         assert options["config"] == ["-c", "--config"] and options["overrides"] == ["--set"], words

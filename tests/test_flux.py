@@ -164,7 +164,7 @@ def test_saved_model_reloads_with_equal_outputs_and_the_pyfunc_generates(tiny_fl
     sampler = SamplerSettings(num_steps=2, noise_level=0.0, guidance_scale=2.0, negative_prompt="blurry",
                               model_options=options)
     with local_registry(tmp_path, "flux-test") as (_, client):
-        version = register_generator(client, "flux-gen", tmp_path / "model", sampler, {})
+        version = register_generator("flux-gen", tmp_path / "model", sampler, {})
         out = mlflow.pyfunc.load_model(f"models:/flux-gen/{version}", model_config={"base_model": str(tiny_flux_dir)}
                                        ).predict(pd.DataFrame({"prompt": ["a red cat"], "seed": [3]}))
     assert len(out) == 1 and len(out["image_png_base64"][0]) > 50

@@ -355,7 +355,7 @@ def _register(tiny_sd3_dir, tmp_path) -> str:
     sampling = tmp_path / "sampling.json"
     sampling.write_text(json.dumps({"num_steps": 2, "noise_level": 0.7, "guidance_scale": 1.0}))
     with local_registry(tmp_path, "label-test") as (uri, client):
-        version = register_version(client, "tiny-gen", GENERATOR_CODE,
+        version = register_version("tiny-gen", GENERATOR_CODE,
                                    {"pipeline": str(tiny_sd3_dir), "sampling": str(sampling)}, {})
         client.set_registered_model_alias("tiny-gen", "champion", version)
     return uri

@@ -1,8 +1,11 @@
 """Fault injection: crafted files never execute, damaged checkpoints are refused with a fallback to
-the newest intact one, kills during training and during a checkpoint write resume to the same
-weights, non-finite values stop training, resumes with another configuration are refused, and
-promotions from two processes at once end with the better model as champion."""
+the newest intact one, a full disk while checkpointing is reported and leaves the newest intact
+checkpoint, kills during training and during a checkpoint write resume to the same weights, two runs
+of one configuration never share a run folder, non-finite values stop training, resumes with another
+configuration are refused, and promotions from two processes at once end with the better model as
+champion."""
 
+import errno
 import json
 import math
 import os
@@ -12,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,6 +121,87 @@ def test_keep_last_prunes_old_checkpoints(trained, tmp_path):
     trainer.save_checkpoint(directory / "iter_000003")
     assert checkpoints.prune(directory, keep_last=2) == [directory / "iter_000001"]
     assert [p.name for p in checkpoints.list_checkpoints(directory)] == ["iter_000002", "iter_000003"]
+
+
+@pytest.mark.parametrize("failure", ["safetensors", "json"])
+def test_a_full_disk_while_checkpointing_is_reported_and_the_run_resumes_from_the_newest_intact_one(
+        tiny_sd15_dir, trained, tmp_path, monkeypatch, capsys, failure):
+    from safetensors import SafetensorError
+
+    from drift.errors import DiskFullError
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained[1], run_dir / "checkpoints")
+    trainer = trained[0]
+
+    def full(real):
+        def write(*args):
+            Path(args[-1]).write_bytes(b"partial")
+            if failure == "safetensors":  # what safetensors raises on ENOSPC
+                raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                      'message: "No space left on device" })')
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write
+
+    if failure == "safetensors":
+        monkeypatch.setattr(checkpoints, "save_file", full(checkpoints.save_file))
+    else:
+        monkeypatch.setattr(Path, "write_text", lambda self, text: full(None)(self))
+    target = run_dir / "checkpoints" / "iter_000003"
+    with pytest.raises(DiskFullError) as err:
+        trainer.save_checkpoint(target)
+    monkeypatch.undo()
+    message = str(err.value)
+    assert f"disk full while writing the checkpoint {target}: it needs about " in message, message
+    assert "are free there" in message and "iter_000002, is untouched" in message, message
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))  # the partial folder is gone
+    assert checkpoints.load_newest(run_dir / "checkpoints")[0].path.name == "iter_000002"
+    # run again: where it resumes from is said before training starts
+    run_training(make_config(tiny_sd15_dir, iterations=3), run_dir, parts=_parts(tiny_sd15_dir), progress=False,
+                 allow_config_change=True, callback=lambda metrics, i: print(f"trained iteration {i}"))
+    out = capsys.readouterr().out
+    assert out.index(f"resuming from {run_dir / 'checkpoints' / 'iter_000002'} (iteration 2 of 3)") < out.index(
+        "trained iteration 3"), out
+
+
+HOLD_FOLDER = """
+import sys, time
+from drift.training import run_folder
+folder = run_folder.choose(sys.argv[1])
+(folder.path / "checkpoints" / "iter_000001").mkdir(parents=True)
+print(folder.path, flush=True)
+time.sleep(600)
+"""
+
+
+def test_two_runs_of_one_configuration_never_share_a_run_folder(tmp_path):
+    from drift.training import run_folder
+
+    parent = tmp_path / "digits-abc"
+    first = subprocess.Popen([sys.executable, "-c", HOLD_FOLDER, str(parent)], stdout=subprocess.PIPE, text=True)
+    try:
+        held = Path(first.stdout.readline().strip())
+        with run_folder.choose(parent) as second:  # while the first trains
+            assert second.path != held and second.path.parent == parent
+            with pytest.raises(DriftError, match=f"{held} is in use by process {first.pid} on "):
+                run_folder.claim_or_fail(held)  # what `drift train --out` on it says
+    finally:
+        first.kill()
+        first.wait()
+    # the first run is gone: its folder (with a checkpoint) is taken over, not the empty one
+    with run_folder.choose(parent) as taken:
+        assert taken.path == held and taken.finished is None
+    # a finished model waiting for its decision comes first; run.resume: false starts afresh
+    (second.path / "model").mkdir()
+    run_folder.mark_finished(second.path, "digest-1", 10)
+    with run_folder.choose(parent) as reused:
+        assert reused.path == second.path and reused.finished == {"digest": "digest-1", "iterations": 10}
+    with run_folder.choose(parent, fresh=True) as fresh:
+        assert fresh.path not in (held, second.path) and not held.exists() and not second.path.exists()
+        (fresh.path / "model").mkdir()
+        run_folder.mark_finished(fresh.path, "digest-2", 10)
+        assert run_folder.forget(tmp_path, {"digest-2"}) == []  # in use: kept
+    assert run_folder.forget(tmp_path, {"digest-2"}) == [fresh.path]  # decided and free: removed
 
 
 def test_resume_with_another_configuration_is_refused_naming_the_fields(tiny_sd15_dir, tmp_path):
@@ -253,7 +338,7 @@ def test_kill_9_during_training_and_during_a_checkpoint_write_resume_to_the_same
     resumed = _train_cli(path, tmp_path / "killed", "--resume")
     output = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, output
-    assert "resumed from" in output
+    assert "resuming from" in output
     full = load_file(next((tmp_path / "full" / "model" / "unet").glob("*.safetensors")))
     again = load_file(next((tmp_path / "killed" / "model" / "unet").glob("*.safetensors")))
     assert all(torch.equal(full[k], again[k]) for k in full)
@@ -293,26 +378,29 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 from drift.config import RegistrySection
-from drift.evaluation.promotion import promotion_decision
-from mlops.model_registry import compare_and_promote
+from drift.evaluation.scores import SampleScores
+from mlops import decisions
+from mlops.version_scores import log_scores
 
 uri, alignment, go, delay = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
 client = MlflowClient(uri, uri)
 mlflow.set_tracking_uri(uri)
-with mlflow.start_run():
+scores = SampleScores(protocol_id="p", prompts=["a", "b"], samples_per_prompt=2,
+                      per_sample={"alignment": [alignment, alignment + 1, alignment - 1, alignment]},
+                      per_prompt={"diversity": [1.0, 1.0]})
+with mlflow.start_run() as run:
     mlflow.log_text("weights", "model/weights.txt")
     source = mlflow.get_artifact_uri("model")
+log_scores(client, run.info.run_id, scores)
 while not go.exists():
     time.sleep(0.01)
-version = client.create_model_version("gate", source).version
-client.set_model_version_tag("gate", version, "alignment", str(alignment))
+tags = {"alignment": str(alignment), "protocol.id": "p", "mlflow_run_id": run.info.run_id, "decision": "pending"}
+version = client.create_model_version("gate", source, tags=tags).version
 time.sleep(delay)
-candidate = {"alignment": alignment, "diversity": 1.0}
 
-def decide(champion):
-    figures = None if champion is None else {"alignment": float(champion.tags["alignment"]), "diversity": 1.0}
-    time.sleep(1.0)  # a slow decision (re-evaluating the champion): the window a race needs
-    return promotion_decision(candidate, figures, {"diversity": 1.0}, RegistrySection())
+def champion_scores(champion):
+    time.sleep(1.0)  # a slow evaluation of the champion, outside the lock: the window a race needs
+    return decisions.recorded_scores(client, champion, "p"), False
 
-print(compare_and_promote(client, "gate", version, decide)[:2])
+print(decisions.decide(client, "gate", version, scores, {"diversity": 1.0}, RegistrySection(), champion_scores))
 """

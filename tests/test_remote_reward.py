@@ -90,7 +90,7 @@ def served(testbed, tmp_path_factory):
     mlflow.set_tracking_uri(uri)
     try:
         with mlflow.start_run():
-            version, digest = register_reward(MlflowClient(uri, uri), NAME, term, {"embedding": cfg.embedding.name})
+            version, digest = register_reward(NAME, term, {"embedding": cfg.embedding.name})
         MlflowClient(uri, uri).set_registered_model_alias(NAME, "champion", version)  # as the retraining step does
     finally:
         mlflow.set_tracking_uri(previous)

@@ -1,9 +1,12 @@
 """The retraining loop end to end: a new preference batch -> validated -> new reward-model version
--> DRIFT fine-tuning with it -> new generator version (challenger), data version on both; no new
-data -> no training; malformed preference files -> nothing registered."""
+-> DRIFT fine-tuning with it -> new generator version, data version on both; a registration that
+fails (the promotion lock held) leaves an undecided version that the next run decides, reusing the
+trained model; no new data -> no training; malformed preference files -> nothing registered."""
 
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +25,7 @@ def retrain_config(testbed, prefs_dir, tag):
     return small_config(testbed, **{
         "train.iterations": 3, "eval.every": 3, "registry.model_name": f"gen-{tag}",
         "preferences": {"pairs": str(prefs_dir / "pairs.csv"), "reward_model_name": f"reward-{tag}",
-                        "epochs": 100},
+                        "epochs": 100, "start_from": "champion"},
     })
 
 
@@ -37,9 +40,30 @@ def test_new_preferences_retrain_then_nothing_to_do(testbed, zen_env, tmp_path, 
            for k, row in enumerate(table.iloc[:20].to_dict("records"))]
     append_pairs(prefs, ana)
     cfg = retrain_config(testbed, prefs, "ok")
+    # Registration fails: another live process (here: pytest's parent) holds the promotion lock past
+    # the wait allowed. The version is registered, undecided.
+    client = registry(zen_env)
+    holder = os.getppid()
+    client.create_registered_model("gen-ok.promotion-lock", tags={
+        "holder.host": socket.gethostname(), "holder.pid": str(holder), "holder.token": "test"})
+    failed = run_pipeline(zen_env, cfg.with_overrides({"registry.lock_timeout": 2}), tmp_path, "retrain-0", PIPELINE)
+    log = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "could not acquire the promotion lock gen-ok.promotion-lock within 2 s" in log
+    assert f"held by process {holder} on {socket.gethostname()}" in log and "drift registry unlock gen-ok" in log
+    assert "iteration 3/3: reward" in log  # it trained
+    uri = ["--tracking-uri", zen_env["tracking_uri"]]
+    assert mlops_cli.main(["registry", "undecided", "gen-ok", *uri]) == 0
+    assert "version 1: registered" in capsys.readouterr().out
+    assert mlops_cli.main(["registry", "unlock", "gen-ok", *uri]) == 2  # its holder is alive
+    assert "is live" in capsys.readouterr().err
+    assert mlops_cli.main(["registry", "unlock", "gen-ok", "--force", *uri]) == 0
+    # The next run is no "nothing to do": it decides that version, and trains nothing.
     first = run_pipeline(zen_env, cfg, tmp_path, "retrain-1", PIPELINE)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    client = registry(zen_env)
+    log = first.stdout + first.stderr
+    assert "retraining" in log and "reusing the model an earlier run of this configuration trained" in log, log[-3000:]
+    assert "deciding gen-ok version 1, left undecided by its run" in log and "gen-ok version 1 already" in log
+    assert "iteration 3/3: reward" not in log
     version = file_md5(prefs / "pairs.csv")
     reward = client.get_model_version_by_alias("reward-ok", "champion")
     generator = client.get_model_version_by_alias("gen-ok", "challenger")

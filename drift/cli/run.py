@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +28,7 @@ def train(
     from accelerate import PartialState
 
     from drift.training.run import run_training
+    from drift.training.run_folder import claim_or_fail
 
     # Under `accelerate launch` this joins the process group; each process then trains a shard of
     # every iteration's samples on its own device (or, with run.device: cpu, the CPU).
@@ -36,13 +36,11 @@ def train(
     if state.num_processes > 1 and cfg.run.device != "cpu":
         cfg = cfg.with_overrides({"run.device": str(state.device)})
     out = out or cfg.run.output_dir / cfg.run.name
+    # One run per folder: a second `drift train` on it stops at once, naming the first.
+    folder = claim_or_fail(out) if state.is_main_process else None
     run = run_training(cfg, out, resume=resume, allow_config_change=allow_config_change)
-    if not state.is_main_process:
+    if folder is None:
         return
-    for problem in run.damaged_checkpoints:
-        print(f"skipped a damaged checkpoint: {problem}", file=sys.stderr)
-    if run.resumed_from is not None:
-        print(f"resumed from {run.resumed_from}")
     trainer = run.trainer
     (out / "trajectory.json").write_text(json.dumps(trainer.trajectory, indent=2))
     trainer.save_model(out / "model", run.base)

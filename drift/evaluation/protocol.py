@@ -31,6 +31,7 @@ class Evaluation:
     prompts: list[str]
     rewards: torch.Tensor  # (P * n,)
     features: torch.Tensor  # (P * n, D)
+    reward_terms: dict[str, torch.Tensor]  # term -> (P * n,), unweighted
 
 
 def eval_seeds(seed: int, count: int) -> torch.Tensor:
@@ -59,7 +60,7 @@ def evaluate(model: T2IModel, reward: WeightedReward, embed: Embedding, prompts:
         real = {c: embed(reference.images[c]).cpu() for c in dict.fromkeys(classes)}
         metrics.update(coverage_report(features, classes, real, k))
     metrics.update({f"reward/{k}": float(v.mean()) for k, v in parts.items()})
-    return Evaluation(metrics, ro.images, ro.prompts, rewards, features)
+    return Evaluation(metrics, ro.images, ro.prompts, rewards, features, parts)
 
 
 def evaluate_with_config(cfg: DriftConfig, model: T2IModel, reward: WeightedReward, embed: Embedding,

@@ -35,15 +35,26 @@ def vendi_score(features: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(eig * eig.log()).sum()).to(torch.float32)
 
 
+def each_group(metric, features: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """A set metric evaluated on each group of ``features`` (grouped by ``group_ids``, in the order
+    of the sorted ids): shape (groups,)."""
+    return torch.stack([metric(features[group_ids == g]) for g in torch.unique(group_ids)])
+
+
 def per_group(metric, features: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
     """A set metric evaluated on each group of ``features`` (grouped by ``group_ids``), averaged."""
-    values = [metric(features[group_ids == g]) for g in torch.unique(group_ids)]
-    return torch.stack(values).mean()
+    return each_group(metric, features, group_ids).mean()
+
+
+DIVERSITY_METRICS = {"diversity": mean_pairwise_cosine_distance, "vendi": vendi_score}
+"""The two per-prompt diversity figures this project reports, by name."""
+
+
+def diversity_by_group(features: torch.Tensor, group_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each diversity figure of each prompt's group: name -> (groups,)."""
+    return {name: each_group(metric, features, group_ids) for name, metric in DIVERSITY_METRICS.items()}
 
 
 def diversity_report(features: torch.Tensor, group_ids: torch.Tensor) -> dict[str, float]:
     """Per-prompt diversity, averaged over prompts: the two metrics this project reports."""
-    return {
-        "diversity": float(per_group(mean_pairwise_cosine_distance, features, group_ids)),
-        "vendi": float(per_group(vendi_score, features, group_ids)),
-    }
+    return {name: float(values.mean()) for name, values in diversity_by_group(features, group_ids).items()}

@@ -111,6 +111,17 @@ def heldout_accuracy(head: PreferenceHead, data: PairFeatures) -> float:
 
 
 @torch.no_grad()
+def heldout_correct(head: PreferenceHead, data: PairFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """For each decided (non-tie) held-out row: 1 where ``head`` scores the rater's winner higher,
+    else 0; and the row's pair key (a pair's raters are not independent: a bootstrap resamples pairs)."""
+    y = targets(data.held_choices)
+    decided = (y != 0.5).numpy()
+    predicted = (head(data.held_a) > head(data.held_b)).float()
+    correct = (predicted == y).numpy()[decided].astype(np.float64)
+    return correct, data.identity["key"].to_numpy()[data.held][decided]
+
+
+@torch.no_grad()
 def heldout_choices(head: PreferenceHead, data: PairFeatures) -> pd.Series:
     """The head's choice (first or second; tie where it scores both alike) for each held-out row,
     indexed like the rows' table."""

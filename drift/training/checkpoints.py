@@ -15,6 +15,7 @@ the newest intact checkpoint, naming what was wrong with the newer ones.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from drift.data.provenance import file_digest
-from drift.errors import CheckpointError
+from drift.errors import CheckpointError, DiskFullError
 
 WEIGHTS, TENSORS, STATE, MANIFEST = "weights.safetensors", "tensors.safetensors", "state.json", "manifest.json"
 PREFIX = "iter_"
@@ -85,14 +86,25 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    # safetensors reports the OS error in its message: "IoError(Os { code: 28, kind: StorageFull, ... })"
+    return any(s in str(err) for s in ("StorageFull", "QuotaExceeded", "No space left", "code: 28,"))
+
+
+def _megabytes(size: float) -> str:
+    return f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size / 1e3:,.0f} kB"
+
+
 def save_checkpoint(path: str | Path, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
     """Write a checkpoint to a temporary directory, flush every file to disk, then rename it into
     place; the manifest is written last, so a kill at any point leaves no checkpoint that looks
-    complete. An existing checkpoint at ``path`` is replaced."""
+    complete. An existing checkpoint at ``path`` is replaced. A full disk removes the partial
+    directory and raises ``DiskFullError`` with the space needed; earlier checkpoints are untouched."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     tensors: dict[str, torch.Tensor] = {}
     plain = split_tensors(state, tensors)
     files = {
@@ -100,11 +112,25 @@ def save_checkpoint(path: str | Path, weights: dict[str, torch.Tensor], state: d
         TENSORS: lambda p: save_file(tensors, p),
         STATE: lambda p: p.write_text(json.dumps(plain)),
     }
-    for name, write in files.items():
-        _write_synced(tmp / name, write)
-    manifest = {"files": {name: file_digest(tmp / name, "sha256") for name in files}}
-    _write_synced(tmp / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
-    _sync_dir(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        for name, write in files.items():
+            _write_synced(tmp / name, write)
+        manifest = {"files": {name: file_digest(tmp / name, "sha256") for name in files}}
+        _write_synced(tmp / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+        _sync_dir(tmp)
+    except (OSError, SafetensorError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _disk_full(err):
+            raise
+        needed = sum(t.nbytes for t in (*weights.values(), *tensors.values())) + len(json.dumps(plain))
+        intact = [p.name for p in list_checkpoints(path.parent) if p != path]
+        raise DiskFullError(
+            f"disk full while writing the checkpoint {path}: it needs about {_megabytes(needed)}, "
+            f"{_megabytes(shutil.disk_usage(path.parent).free)} are free there. The partial checkpoint was removed; "
+            f"{'the newest intact one, ' + intact[-1] + ', is untouched' if intact else 'no earlier checkpoint exists'}"
+            ". Free some space (or put the run's folder on a larger disk) and run again: it resumes from the newest "
+            "intact checkpoint.") from None
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
@@ -154,6 +180,15 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.glob(f"{PREFIX}*") if p.is_dir() and not p.name.endswith(".tmp"))
+
+
+def remove_partial(directory: str | Path) -> list[Path]:
+    """Delete the temporary directories of interrupted writes (``iter_N.tmp``); returns them."""
+    directory = Path(directory)
+    partial = sorted(directory.glob(f"{PREFIX}*.tmp")) if directory.is_dir() else []
+    for path in partial:
+        shutil.rmtree(path, ignore_errors=True)
+    return partial
 
 
 def load_newest(directory: str | Path) -> tuple[Checkpoint | None, list[str]]:

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from drift.build import RunParts, build_trainer
 from drift.config import DriftConfig
 from drift.errors import DriftError
+from drift.evaluation.protocol import fingerprint
 from drift.models.trained import BaseReference, reference_base
 from drift.training import checkpoints
 from drift.training import distributed as dist
 from drift.training.trainer import MetricsCallback, Trainer
-
-log = logging.getLogger(__name__)
 
 METRICS_LOG = "metrics.jsonl"
 
@@ -36,12 +35,20 @@ class TrainingRun:
     damaged_checkpoints: list[str] = field(default_factory=list)  # newer ones skipped, and why
 
 
-def run_key(cfg: DriftConfig) -> str:
-    """A run's identity for resuming: its name and a digest of its configuration without the
-    iteration budget. Re-running a killed run's configuration finds its checkpoints; any other
-    change starts a new run directory."""
+def run_key(cfg: DriftConfig, start: str | None = None) -> str:
+    """A configuration's identity for taking over its earlier runs (drift.training.run_folder): its
+    name and a digest of its configuration without what does not change the training (the iteration
+    budget, run.resume, the registry section), with reward and embedding checkpoints by content (a
+    retrained reward head is another configuration, the same head at another path the same one), and
+    ``start``: the digest of the model training starts from, when it is not the base."""
     data = cfg.model_dump(mode="json")
     data["train"].pop("iterations")
+    data["run"].pop("resume")
+    data.pop("registry")
+    data["reward"], data["embedding"] = fingerprint(data["reward"]), fingerprint(data["embedding"])
+    data["drift"]["shaping"]["embedding"] = fingerprint(data["drift"]["shaping"]["embedding"])
+    if start is not None:
+        data["start"] = start
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
     return f"{cfg.run.name}-{digest}"
 
@@ -73,9 +80,10 @@ def run_training(cfg: DriftConfig, run_dir: str | Path, parts: RunParts | None =
                  callback: MetricsCallback | None = None, resume: bool = True, allow_config_change: bool = False,
                  progress: bool = True, replay: bool = False) -> TrainingRun:
     """Train ``cfg`` in ``run_dir``; with ``resume``, continue from its newest intact checkpoint
-    (damaged newer ones are reported and skipped). With ``replay``, a resumed run first passes the
-    logged metrics up to its checkpoint to ``callback`` (a new tracking run then holds the whole
-    history). Returns the trainer after the last iteration."""
+    (damaged newer ones are reported and skipped, the partial one a kill or a full disk left is
+    removed; where it resumes from is said before training starts). With ``replay``, a resumed run
+    first passes the logged metrics up to its checkpoint to ``callback`` (a new tracking run then
+    holds the whole history). Returns the trainer after the last iteration."""
     run_dir = Path(run_dir)
     trainer = build_trainer(cfg, parts)
     ckpt_dir = run_dir / "checkpoints"
@@ -85,11 +93,16 @@ def run_training(cfg: DriftConfig, run_dir: str | Path, parts: RunParts | None =
                          "or give the new run another run.name or --out")
     if resume:
         ckpt, run.damaged_checkpoints = checkpoints.load_newest(ckpt_dir)
-        for problem in run.damaged_checkpoints:
-            log.warning("skipped checkpoint: %s", problem)
+        if dist.is_main():
+            checkpoints.remove_partial(ckpt_dir)
+            for problem in run.damaged_checkpoints:
+                print(f"skipped a damaged checkpoint: {problem}", file=sys.stderr, flush=True)
         if ckpt is not None:
             trainer.restore(ckpt, allow_config_change)
             run.resumed_from = ckpt.path
+            if dist.is_main():
+                print(f"resuming from {ckpt.path} (iteration {trainer.iteration} of {cfg.train.iterations})",
+                      flush=True)
     metrics_path = run_dir / METRICS_LOG
     if not dist.is_main():
         trainer.train(callback, checkpoint_dir=ckpt_dir, progress=progress)
