@@ -206,7 +206,8 @@ def test_prompt_noise_probe_measures_every_form_against_the_clean_prompt(testbed
     from drift.bench.prompt_noise import FORMS, run
     from tests.conftest import small_config
 
-    result = run(small_config(testbed, **{"sampling.num_steps": 4}), tmp_path, scales=[0.5, 4.0], num_prompts=2,
+    result = run(small_config(testbed, **{"sampling.num_steps": 4, "sampling.sde_window": {"size": None}}), tmp_path,
+                 scales=[0.5, 4.0], num_prompts=2,
                  samples_per_prompt=4)
     rows = result["rows"]
     isotropic = [f for f in FORMS if f[2] == "isotropic"]  # no corpus configured: no principal directions
