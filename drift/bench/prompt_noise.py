@@ -130,7 +130,7 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         cells = [r["form"], "-" if r["floor"] is None else f"{r['floor']:g}", r["directions"] or "-",
                  "-" if r["scale"] is None else f"{r['scale']:g}"]
-        cells += [f"{r[k]:.4f}" if k != "frechet" else f"{r[k]:.1f}" for k in METRICS]
+        cells += [f"{r[k]:.4f}" if k != "frechet" else f"{r[k]:.4g}" for k in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
