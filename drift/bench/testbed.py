@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drift.bench.common import further_embeddings
 from drift.build import build_parts, build_trainer
 from drift.config import DriftConfig
 from drift.errors import ConfigError
@@ -38,10 +39,23 @@ def classifier_checkpoint(cfg: DriftConfig) -> Path:
     return Path(term.args.get("checkpoint", "data/testbed/classifier"))
 
 
-def base_model_quality(cfg: DriftConfig, parts, images_path: Path, samples_per_prompt: int = 16) -> dict:
+def subset_range(features: torch.Tensor, size: int, draws: int = 200, seed: int = 0) -> tuple[float, float]:
+    """How far the diversity of ``size`` of the real digits ``features`` strays from all of theirs:
+    the 5th and 95th percentiles, over ``draws`` random subsets, of the relative difference. A
+    generated set of that size is measured as precisely as this."""
+    full = float(mean_pairwise_cosine_distance(features))
+    gen = torch.Generator().manual_seed(seed)
+    size = min(size, len(features) - 1)
+    rel = [float(mean_pairwise_cosine_distance(features[torch.randperm(len(features), generator=gen)[:size]]))
+           / full - 1 for _ in range(draws)]
+    return float(np.percentile(rel, 5)), float(np.percentile(rel, 95))
+
+
+def base_model_quality(cfg: DriftConfig, parts, images_path: Path, samples_per_prompt: int = 32) -> dict:
     """How often the base model's samples for the held-out prompts show the prompted digit, and per
     digit the diversity of its samples against the real images' in each embedding: the run's
-    (headline) one and each of eval.embeddings."""
+    (headline) one and each of eval.embeddings, with the range a real set of as many digits strays
+    within (``subset_range``)."""
     clf = load_classifier(classifier_checkpoint(cfg))
     ev = evaluate(parts.model, parts.reward, parts.embed, parts.eval_prompts, samples_per_prompt, cfg.eval.seed,
                   cfg.sampler(evaluation=True).model_copy(update={"guidance_scale": 1.0, "negative_prompt": ""}))
@@ -57,9 +71,10 @@ def base_model_quality(cfg: DriftConfig, parts, images_path: Path, samples_per_p
         for d in range(10):
             real = float(mean_pairwise_cosine_distance(real_feats[labels == d]))
             gen = float(mean_pairwise_cosine_distance(gen_feats[digits == d]))
-            per_digit[name].append({"digit": d, "real": real, "generated": gen, "relative_gap": (gen - real) / real})
+            per_digit[name].append({"digit": d, "real": real, "generated": gen, "relative_gap": (gen - real) / real,
+                                    "real_range": subset_range(real_feats[labels == d], int((digits == d).sum()))})
     return {"held_out_accuracy": accuracy, "per_digit_diversity": per_digit,
-            "grid": ev.images[::samples_per_prompt // 4 or 1]}
+            "samples_per_digit": int((digits == 0).sum()), "grid": ev.images[::samples_per_prompt // 4 or 1]}
 
 
 def attribute_control(cfg: DriftConfig, parts, samples_per_prompt: int = 16) -> list[dict]:
@@ -106,9 +121,12 @@ def generation_time(cfg: DriftConfig, parts, prompts: int = 10, per_prompt: int 
 
 
 def collapse_runs(cfg: DriftConfig, iterations: int, every: int) -> dict[str, list[dict]]:
-    """GRPO and the configuration's own DRIFT settings ('default') on the same budget and seeds."""
+    """Standard GRPO (every step stochastic, no SDE window) and the configuration's own settings
+    ('default') on the same budget and seeds."""
     budget = {"train.iterations": iterations, "eval.every": every}
-    configs = {"grpo": cfg.without_drift().with_overrides(budget), "default": cfg.with_overrides(budget)}
+    grpo = cfg.without_drift().with_overrides({**budget, "sampling.sde_window": {"size": None},
+                                               "train.trained_steps": None})
+    configs = {"grpo": grpo, "default": cfg.with_overrides(budget)}
     return {name: build_trainer(run_cfg).train(progress=True) for name, run_cfg in configs.items()}
 
 
@@ -156,12 +174,17 @@ def run(cfg: DriftConfig, out_dir: str | Path, iterations: int = 60, every: int 
         "grpo": {"reward_start": g[0]["alignment"], "reward_end": g[-1]["alignment"],
                  "diversity_start": g[0]["diversity"], "diversity_end": g[-1]["diversity"]},
         "matched_alignment": matched_comparison(d, g, count=5),
+        "matched_alignment_further": {
+            label: [row["gain"] for row in matched_comparison(d, g, 5, y=f"{label}/diversity")
+                    if np.isfinite(row["gain"])] for label in further_embeddings(g[0])},
         "trajectories": runs,
         "iterations": iterations,
         "wall_seconds": time.perf_counter() - start,
     }
+    panels = {"diversity": f"in {cfg.embedding.name}",
+              **{f"{label}/diversity": f"in {label}" for label in further_embeddings(g[0])}}
     trajectory_plot({"GRPO": g, "DRIFT (default config)": d}, out / "testbed_collapse.png", reference=g[0],
-                    title=f"digits testbed: {iterations} iterations, evaluated every {every}")
+                    title=f"digits testbed: {iterations} iterations, evaluated every {every}", panels=panels)
     (out / "testbed.json").write_text(json.dumps(result, indent=2))
     (out / "testbed.md").write_text(report(result))
     return result
@@ -211,14 +234,20 @@ def report(r: dict) -> str:
         f"{'yes' if g['reward_end'] > g['reward_start'] and div_drop >= 0.5 else 'no'} |",
         f"| DRIFT keeps more diversity at matched reward | {', '.join(f'{100 * x:+.0f}%' for x in gains)} | "
         f"{'yes' if gains and min(gains) > 0 else 'no'} |",
+        *[f"| the same in {label} | {', '.join(f'{100 * x:+.0f}%' for x in further)} | "
+          f"{'yes' if further and min(further) > 0 else 'no'} |"
+          for label, further in r["matched_alignment_further"].items()],
         "",
-        "Per-digit diversity (mean pairwise cosine distance) of the real digits and of the base model's samples "
-        "for the held-out prompts, in each embedding:",
+        f"Per-digit diversity (mean pairwise cosine distance) of the real digits and of the base model's "
+        f"{r['samples_per_digit']} samples per digit for the held-out prompts, in each embedding; in brackets, the "
+        f"range (5th to 95th percentile) in which the diversity of {r['samples_per_digit']} random real digits "
+        "strays from all of theirs, i.e. how precisely a set of that size is measured:",
         "",
         "| digit | " + " | ".join(f"real, {n} | generated | gap" for n in per_digit) + " |",
         "|---" * (1 + 3 * len(per_digit)) + "|",
         *[f"| {d} | " + " | ".join(f"{rows[d]['real']:.4f} | {rows[d]['generated']:.4f} | "
-                                   f"{100 * rows[d]['relative_gap']:+.0f}%" for rows in per_digit.values()) + " |"
+                                   f"{100 * rows[d]['relative_gap']:+.0f}% ({100 * rows[d]['real_range'][0]:+.0f} "
+                                   f"to {100 * rows[d]['real_range'][1]:+.0f})" for rows in per_digit.values()) + " |"
           for d in range(10)],
         "",
         "Attribute words (drift.testbed.attributes) after the held-out prompts, the same seeds for the low word, the "
