@@ -276,8 +276,10 @@ class RemoteRewardSettings(_Section):
 
 class EmbeddingSection(_Section):
     name: str = "pixels"
-    """A registered embedding f (drift.registry.EMBEDDINGS) for diversity (and for shaping, unless
-    drift.shaping.embedding names another)."""
+    """A registered embedding f (drift.registry.EMBEDDINGS). As the run's ``embedding``: the one
+    diversity and coverage are measured in (the evaluation's headline figures, the promotion gate's
+    diversity floor, the rollouts' logged diversity), and the shaping potential's unless
+    drift.shaping.embedding names another."""
     args: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the embedding's factory."""
 
@@ -358,6 +360,17 @@ class SubsetSection(_Section):
     """z_max for the zscore mode."""
 
 
+class CorpusSection(_Section):
+    """A prompt corpus: captions whose embeddings say how prompts differ in the conditioning space."""
+
+    name: str = Field(..., min_length=1)
+    """A registered corpus (drift.registry.CORPORA): testbed_captions (every caption the testbed's
+    base model was pretrained on, grouped by phrasing) or prompt_file (the prompts of a prompt CSV,
+    grouped by a column if given, e.g. rewrites of each training prompt for a real model)."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the corpus's factory (e.g. path, split)."""
+
+
 class PromptNoiseSection(_Section):
     """DRIFT component 2: annealed noise on the prompt embeddings during rollouts."""
 
@@ -378,6 +391,18 @@ class PromptNoiseSection(_Section):
     """tau1: at denoising times tau <= tau1 (late steps) the conditioning is the clean prompt (g = 1)."""
     tau2: float = Field(0.9, ge=0, le=1.0)
     """tau2: at tau >= tau2 (early steps) the annealing weight g is 0; linear in between."""
+    directions: Literal["isotropic", "principal"] = "isotropic"
+    """Where the noise n lies: 'isotropic', standard normal in every entry of the embedding;
+    'principal', confined to the ``components`` leading principal directions in which the captions
+    of one group of ``corpus`` differ, and scaled to their spread along each, n' = V^T diag(sd) V n
+    (drift.method.prompt_noise.confine): it moves a prompt the way captions of one subject differ
+    (on the testbed: by attribute words), not toward another subject."""
+    components: int = Field(3, ge=1)
+    """K, the principal directions kept with directions 'principal'."""
+    corpus: CorpusSection | None = None
+    """The captions the principal directions are estimated from, in groups that share a subject
+    (required with directions 'principal'); encoded once by the model's own text encoders when a run
+    starts."""
     rescale: bool = False
     """Rescale the noisy embedding to the clean one's per-sample mean and std."""
     psi: float = Field(1.0, ge=0, le=1.0)
@@ -391,6 +416,9 @@ class PromptNoiseSection(_Section):
     def _ordered(self):
         if self.tau1 >= self.tau2:
             raise ValueError(f"tau1 ({self.tau1}) must be smaller than tau2 ({self.tau2})")
+        if self.directions == "principal" and self.corpus is None:
+            raise ValueError("directions 'principal' needs a corpus to estimate them from "
+                             "(e.g. corpus: {name: testbed_captions})")
         return self
 
 
@@ -468,6 +496,20 @@ class EvalSection(_Section):
     0 the deterministic sampler."""
     coverage: CoverageSection | None = None
     """Coverage metrics against real data per class; None (the default) skips them."""
+    embeddings: dict[str, EmbeddingSection] = Field(default_factory=dict)
+    """Further embeddings the evaluation reports diversity, Vendi score and coverage in, beside the
+    run's ``embedding``, by a label of lowercase letters, digits and underscores: their figures are
+    the metrics '<label>/diversity', '<label>/vendi', '<label>/precision', ... (e.g. the reward
+    model's own features and pixels, to see what the shaping term moves)."""
+
+    @field_validator("embeddings")
+    @classmethod
+    def _labels(cls, value):
+        for label in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", label) or label == "reward":
+                raise ValueError(f"embedding label {label!r} must be lowercase letters, digits and underscores, "
+                                 "start with a letter, and not be 'reward'")
+        return value
 
 
 class CheckpointSection(_Section):
@@ -553,6 +595,10 @@ class PreferenceSection(_Section):
     """A new head is registered only when the lower end of the interval of its held-out accuracy
     minus the champion head's (same pairs; registry.confidence) is above this: equal accuracy keeps
     the champion head."""
+    embedding: EmbeddingSection | None = None
+    """The features the head is fitted on (and scores images with); None uses the run's
+    ``embedding``. The head is a reward term: on the testbed it reads the classifier's features, so
+    that the evaluation embedding stays one that no reward reads."""
 
 
 class DriftConfig(_Section):
@@ -596,14 +642,20 @@ class DriftConfig(_Section):
         """The learned preference score as a reward term (weight preferences.weight, on the
         embedding the head was fitted on)."""
         return RewardTerm(name="preference", weight=self.preferences.weight,
-                          args={"head": str(head_dir), "embedding": self.embedding.name,
-                                "embedding_args": self.embedding.args})
+                          args={"head": str(head_dir), "embedding": self.preference_embedding.name,
+                                "embedding_args": self.preference_embedding.args})
 
     def with_preference_reward(self, head_dir: str) -> DriftConfig:
         """This configuration with the learned preference score added to its reward terms."""
         data = self.model_dump(mode="json")
         data["reward"] = data["reward"] + [self.preference_term(head_dir).model_dump(mode="json")]
         return parse_config(data, source="retraining configuration")
+
+    @property
+    def preference_embedding(self) -> EmbeddingSection:
+        """The embedding the preference head is fitted on: preferences.embedding, else the run's."""
+        chosen = self.preferences.embedding if self.preferences is not None else None
+        return self.embedding if chosen is None else chosen
 
     @property
     def eval_noise_level(self) -> float:
@@ -713,6 +765,19 @@ class BaseModelParams(_Section):
     captions that name only the digit."""
 
 
+class EncoderParams(_Section):
+    steps: int = Field(500, ge=1)
+    """Contrastive training steps of the evaluation encoder (drift.testbed.encoder)."""
+    batch_size: int = Field(256, ge=2)
+    """Images per step (two views each)."""
+    lr: float = Field(2e-3, gt=0)
+    """Its AdamW learning rate."""
+    temperature: float = Field(0.2, gt=0)
+    """Temperature of the NT-Xent loss."""
+    feature_dim: int = Field(32, ge=1)
+    """Dimensions of the encoder's features (the evaluation embedding)."""
+
+
 class TestbedParams(_Section):
     """The ``testbed`` section of params.yaml: how ``dvc repro`` builds the digits testbed."""
 
@@ -721,12 +786,14 @@ class TestbedParams(_Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of images held out to measure the classifier's accuracy."""
     threads: int = Field(2, ge=1)
-    """torch threads of the classifier's and the base model's training. A float result depends on
+    """torch threads of the classifier's, the base model's and the encoder's training. A float result depends on
     the thread count, so it is fixed here rather than taken from the machine's cores."""
     classifier: ClassifierParams = Field(default_factory=ClassifierParams)
     """The digit classifier."""
     base_model: BaseModelParams = Field(default_factory=BaseModelParams)
     """The base text-to-image model."""
+    encoder: EncoderParams = Field(default_factory=EncoderParams)
+    """The evaluation encoder: the embedding diversity and coverage are measured in."""
 
 
 def load_testbed_params(path: str | Path) -> TestbedParams:

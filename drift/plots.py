@@ -50,22 +50,27 @@ def save_figure(fig, path: str | Path) -> Path:
 
 
 def trajectory_plot(trajectories: dict[str, list[dict]], path: str | Path, reference: dict | None = None,
-                    title: str = "alignment vs diversity along training") -> Path:
+                    title: str = "alignment vs diversity along training", panels: dict[str, str] | None = None) -> Path:
     """One curve per method through its evaluation checkpoints (alignment on x, diversity on y),
-    the last checkpoint marked with a square; the reference as a star."""
-    fig, ax = pyplot().subplots(figsize=(6.4, 4.8), dpi=120)
-    for name, points in trajectories.items():
-        xs, ys = [p["alignment"] for p in points], [p["diversity"] for p in points]
-        (line,) = ax.plot(xs, ys, marker=".", label=name)
-        ax.plot(xs[-1:], ys[-1:], marker="s", color=line.get_color())
-    if reference is not None:
-        ax.plot([reference["alignment"]], [reference["diversity"]], marker="*", markersize=14, color="black",
-                linestyle="none", label="reference (base model)")
-    ax.set_xlabel("alignment (mean reward, held-out prompts)")
-    ax.set_ylabel("diversity (mean pairwise cosine distance)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    the last checkpoint marked with a square; the reference as a star. ``panels`` maps each key
+    plotted against alignment, one panel each, to its panel's title (default: diversity alone)."""
+    panels = panels or {"diversity": ""}
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(6.4 * len(panels), 4.8), dpi=120, squeeze=False)
+    for ax, (key, panel) in zip(axes[0], panels.items()):
+        for name, points in trajectories.items():
+            xs, ys = [p["alignment"] for p in points], [p[key] for p in points]
+            (line,) = ax.plot(xs, ys, marker=".", label=name)
+            ax.plot(xs[-1:], ys[-1:], marker="s", color=line.get_color())
+        if reference is not None:
+            ax.plot([reference["alignment"]], [reference[key]], marker="*", markersize=14, color="black",
+                    linestyle="none", label="reference (base model)")
+        ax.set_xlabel("alignment (mean reward, held-out prompts)")
+        ax.set_ylabel("diversity (mean pairwise cosine distance)")
+        ax.set_title(panel or title)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    if len(panels) > 1:
+        fig.suptitle(title)
     return save_figure(fig, path)
 
 

@@ -47,6 +47,9 @@ class Registry:
 
 REWARDS = Registry("reward", ["drift.scoring.compression", "drift.scoring.clip", "drift.testbed.classifier",
                                 "drift.scoring.preference_head", "drift.scoring.remote"])
-EMBEDDINGS = Registry("embedding", ["drift.scoring.embeddings", "drift.testbed.classifier"])
+EMBEDDINGS = Registry("embedding", ["drift.scoring.embeddings", "drift.testbed.classifier",
+                                      "drift.testbed.encoder"])
 # Real images per class for the coverage metrics (drift.scoring.coverage.ReferenceSet).
 REFERENCES = Registry("reference set", ["drift.testbed.data"])
+# Prompt corpora for prompt noise's principal directions: groups of captions that share a subject.
+CORPORA = Registry("prompt corpus", ["drift.data.prompts", "drift.testbed.data"])

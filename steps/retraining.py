@@ -83,7 +83,8 @@ def update_reward_model(config: DriftConfig, pairs: pd.DataFrame, preference_ver
     same held-out pairs, and register it if the gate accepts it. The head the generator is trained
     with (the new one, or the champion's) leaves the step as a directory artifact."""
     p = config.preferences
-    embed = EMBEDDINGS.build(config.embedding.name, device=config.run.device, **config.embedding.args)
+    features = config.preference_embedding
+    embed = EMBEDDINGS.build(features.name, device=config.run.device, **features.args)
     data = pair_features(pairs, p.pairs.parent, embed, p.holdout_fraction)
     head = fit_bradley_terry(data.train_a, data.train_b, data.train_choices, p.epochs, p.lr, seed=config.run.seed)
     accuracy = heldout_accuracy(head, data)
@@ -105,7 +106,7 @@ def update_reward_model(config: DriftConfig, pairs: pd.DataFrame, preference_ver
                         "reward_model/heldout_pairs": len(data.held_choices)})
     version = None
     if accept:
-        tags = {"heldout_accuracy": accuracy, VERSION_TAG: preference_version, "embedding": config.embedding.name}
+        tags = {"heldout_accuracy": accuracy, VERSION_TAG: preference_version, "embedding": features.name}
         version, _ = register_reward(p.reward_model_name, config.preference_term(new_head), tags)
         client.set_registered_model_alias(p.reward_model_name, "champion", version)
         reason = f"{p.reward_model_name} version {version} {reason}"

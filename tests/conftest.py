@@ -50,12 +50,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+ENCODER_STEPS = 150  # a third of the DVC stage's: enough for the attribute probe's threshold
+
+
 @pytest.fixture(scope="session")
 def testbed(tmp_path_factory):
     """The digits testbed built small (few epochs and steps) in a temporary directory."""
     from drift.data.prompts import read_prompts
     from drift.testbed.classifier import train_classifier
     from drift.testbed.data import build_data, load_images
+    from drift.testbed.encoder import train_encoder
     from drift.testbed.pretrain import pretrain, save
 
     root = tmp_path_factory.mktemp("testbed")
@@ -63,6 +67,8 @@ def testbed(tmp_path_factory):
     data = load_images(paths["images"])
     clf, accuracy = train_classifier(data["images"], data["labels"], data["is_test"], epochs=8)
     clf.save_pretrained(root / "classifier")
+    encoder, _ = train_encoder(data["images"], data["is_test"], steps=ENCODER_STEPS)
+    encoder.save_pretrained(root / "encoder")
     pipe, stats = pretrain(data["images"], data["labels"], ~data["is_test"], read_prompts(paths["prompts"]), steps=400)
     save(pipe, stats, root / "base_model")
     return {"root": root, "accuracy": accuracy, "stats": stats, **paths}
@@ -77,7 +83,9 @@ def small_config(testbed, **overrides):
     return load_config(ROOT / "configs" / "digits.yaml", {
         "eval.num_prompts": 10,  # a third of the default: the tests compare runs, not models
         "model.source": str(root / "base_model"), "data.prompts": str(testbed["prompts"]),
-        "reward": [{"name": "digit_margin", "args": clf}], "embedding": {"name": "digit_features", "args": clf},
+        "reward": [{"name": "digit_margin", "args": clf}],
+        "embedding": {"name": "digit_encoder", "args": {"checkpoint": str(root / "encoder")}},
+        "drift.shaping.embedding.args": clf, "eval.embeddings.classifier.args": clf,
         "eval.coverage.args.images": str(testbed["images"]), "run.output_dir": str(root / "runs"), **overrides,
     })
 

@@ -22,7 +22,8 @@ def smoke_config(testbed, tmp_path, committed: dict, prompts: int, **fields) -> 
     smoke = {**committed, "base_config": str(ROOT / "configs/digits.yaml"), "iterations": 2, "eval_every": 1, **fields,
              "base_overrides": {"model.source": str(root / "base_model"), "data.prompts": str(testbed["prompts"]),
                                 "reward": [{"name": "digit_margin", "args": clf}],
-                                "embedding": {"name": "digit_features", "args": clf},
+                                "embedding": {"name": "digit_encoder", "args": {"checkpoint": str(root / "encoder")}},
+                                "drift.shaping.embedding.args": clf, "eval.embeddings.classifier.args": clf,
                                 "eval.coverage.args.images": str(testbed["images"]),
                                 "sampling.group_size": 4, "sampling.prompts_per_iteration": prompts,
                                 "eval.num_prompts": prompts, "eval.samples_per_prompt": 4}}
@@ -52,6 +53,11 @@ def test_pareto_benchmark_smoke(testbed, tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 0
     table = (tmp_path / "out" / "table.md").read_text()
     assert "drift_without_shaping" in table and "Seeds 5, 7" in table and "final recall" in table
+    # measured in the evaluation encoder, and beside it in the classifier's features (which shaped) and pixels
+    assert "measured in digit_encoder" in table and "drift: digit_features, " in table and "grpo: off" in table
+    assert "The same runs measured in classifier (digit_features)" in table and "| pixels diversity x grpo |" in table
+    assert {"classifier/diversity_gain_at_matched_alignment", "pixels/final_recall",
+            "pixels/diversity_ratio_at_90"} <= set(rows["drift"])
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["seeds"] == [5, 7]
     assert json.loads((tmp_path / "out" / "trajectories.json").read_text())["grpo"]["5"][0]["iteration"] == 0
     # an interrupted or repeated benchmark reuses the runs it recorded, unless their configuration changed
@@ -200,15 +206,18 @@ def test_prompt_noise_probe_measures_every_form_against_the_clean_prompt(testbed
     from drift.bench.prompt_noise import FORMS, run
     from tests.conftest import small_config
 
-    result = run(small_config(testbed, **{"sampling.num_steps": 4}), tmp_path, scales=[0.5, 4.0], num_prompts=2,
+    result = run(small_config(testbed, **{"sampling.num_steps": 4, "sampling.sde_window": {"size": None}}), tmp_path,
+                 scales=[0.5, 4.0], num_prompts=2,
                  samples_per_prompt=4)
     rows = result["rows"]
-    assert len(rows) == 1 + len(FORMS) * 2 and rows[0]["form"] == "clean prompt"
+    isotropic = [f for f in FORMS if f[2] == "isotropic"]  # no corpus configured: no principal directions
+    assert len(rows) == 1 + len(isotropic) * 2 and rows[0]["form"] == "clean prompt"
     clean = rows[0]["alignment"]
     # a large CADS scale with no floor feeds noise instead of the prompt at the first steps: the samples change
     cads_large = next(r for r in rows if r["form"] == "cads" and r["floor"] == 0 and r["scale"] == 4.0)
     assert cads_large["alignment"] != clean
-    assert "| additive | 0 | 0.5 |" in (tmp_path / "prompt_noise.md").read_text()
+    assert "| additive | 0 | isotropic | 0.5 |" in (tmp_path / "prompt_noise.md").read_text()
+    assert result["reach"]["isotropic"]["word_norm"] > 0
 
 
 def test_efficiency_benchmark_smoke(testbed, tmp_path):
@@ -233,3 +242,5 @@ def test_efficiency_benchmark_smoke(testbed, tmp_path):
     assert timing["plain_vs_ode_rollout_max_abs_diff"] < 1e-4  # noise 0 is diffusers' own deterministic loop
     for name in ("table.md", "table.csv", "efficiency.png", "trajectories.json", "summary.json"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+    assert len(rows["drift"]["classifier/vendi"]) == 1 and "| drift_window | pixels |" in \
+        (tmp_path / "out" / "table.md").read_text()

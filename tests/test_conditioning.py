@@ -88,3 +88,32 @@ def test_guidance_goes_through_the_familys_hooks():
             return guided * out_cond.norm(dim=-1, keepdim=True) / guided.norm(dim=-1, keepdim=True)
 
     torch.testing.assert_close(Rescaled().predict(latents, 0.5, cond, uncond, 4.0), torch.ones(2, 3))
+
+
+def test_principal_noise_lies_in_the_corpus_directions_with_the_corpus_spread():
+    from drift.method.prompt_noise import confine, principal_directions
+
+    gen = torch.Generator().manual_seed(0)
+    # a corpus of 400 "prompts" (4 x 3 embeddings) that differ along two directions, with stds 3 and 1
+    axes = torch.linalg.qr(torch.randn(12, 2, generator=gen)).Q.T
+    corpus = (torch.randn(400, 2, generator=gen) * torch.tensor([3.0, 1.0])) @ axes + 5.0
+    d = principal_directions(corpus.reshape(400, 4, 3), k=2)
+    assert torch.allclose((d.basis @ axes.T).abs(), torch.eye(2), atol=0.05)  # the two axes, in order
+    torch.testing.assert_close(d.spread, torch.tensor([3.0, 1.0]), rtol=0.1, atol=0)
+    # the same corpus in two groups far apart: centred per group, the gap between them is no direction
+    shifted = corpus + torch.cat([torch.zeros(200, 12), torch.full((200, 12), 40.0)])
+    grouped = principal_directions(shifted.reshape(400, 4, 3), k=2, groups=torch.arange(400) // 200)
+    assert torch.allclose((grouped.basis @ axes.T).abs(), torch.eye(2), atol=0.05)
+    assert principal_directions(shifted, k=1).spread[0] > 15  # without groups, the gap dominates
+    n = torch.randn(20000, 4, 3, generator=gen)
+    confined = confine(n, d).flatten(1)
+    torch.testing.assert_close(confined, confined @ axes.T @ axes, rtol=0, atol=1e-4)  # nothing elsewhere
+    torch.testing.assert_close((confined @ axes.T).std(0), torch.tensor([3.0, 1.0]), rtol=0.03, atol=0)
+    # the same draw per sample whatever the batch: confined noise is the sample's own
+    cond = _masked(batch=6)
+    directions = {"embeds": principal_directions(torch.randn(50, 5, 4, generator=gen), 3),
+                  "pooled": principal_directions(torch.randn(50, 2, generator=gen), 1)}
+    whole = condition_noise(cond, torch.arange(6), directions)
+    alone = condition_noise(cond[5:], torch.tensor([5]), directions)
+    torch.testing.assert_close(whole.embeds[5:], alone.embeds, rtol=0, atol=1e-6)
+    assert torch.linalg.matrix_rank(whole.pooled) == 1 and torch.linalg.matrix_rank(whole.embeds.flatten(1)) == 3

@@ -25,6 +25,9 @@ def test_minimal_config_gets_defaults():
     ({"drift": {"shaping": {"weight": -0.5}}}, "drift.shaping.weight"),
     ({"model": {"source": "m", "height": 500}}, "model.height"),
     ({"model": {"source": "m", "guidance": -1.0}}, "model.guidance"),
+    ({"drift": {"prompt_noise": {"directions": "principal"}}}, "drift.prompt_noise"),  # no corpus
+    ({"eval": {"embeddings": {"Classifier features": {"name": "pixels"}}}}, "eval.embeddings"),
+    ({"eval": {"embeddings": {"reward": {"name": "pixels"}}}}, "eval.embeddings"),
 ])
 def test_errors_name_the_bad_field(patch, field):
     with pytest.raises(ConfigError) as err:

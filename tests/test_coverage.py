@@ -61,6 +61,9 @@ def test_evaluation_reports_coverage_of_the_prompted_digits(testbed):
     metrics = evaluate_with_config(cfg, parts.model, parts.reward, parts.embed, parts.eval_prompts).metrics
     assert {"precision", "recall", "frechet"} <= set(metrics)
     assert 0 <= metrics["recall"] <= 1 and 0 < metrics["precision"] <= 1 and metrics["frechet"] > 0
+    # the same figures in the further embeddings: the classifier's features and pixels
+    assert {f"{e}/{k}" for e in ("classifier", "pixels") for k in ("diversity", "vendi", "recall")} <= set(metrics)
+    assert metrics["classifier/diversity"] != metrics["diversity"] != metrics["pixels/diversity"]
     off = evaluate_with_config(cfg.with_overrides({"eval.coverage": None}), parts.model, parts.reward, parts.embed,
                                parts.eval_prompts).metrics
     assert "recall" not in off and off["alignment"] == metrics["alignment"]

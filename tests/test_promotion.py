@@ -130,7 +130,9 @@ def test_the_protocol_identity_follows_what_decides_the_figures(tmp_path):
     assert protocol_id(protocol_spec(base, prompts[::-1])) != pid
     for change in ({"eval.seed": 7}, {"eval.samples_per_prompt": 8}, {"sampling.num_steps": 20},
                    {"eval.noise_level": 0.0}, {"reward": [{"name": "digit_margin", "weight": 2.0,
-                                                           "args": {"checkpoint": str(checkpoint)}}]}):
+                                                           "args": {"checkpoint": str(checkpoint)}}]},
+                   {"embedding.name": "digit_encoder"}, {"eval.embeddings": {"pixels": {"name": "pixels"}}},
+                   {"model.options.max_sequence_length": 128}, {"model.options.cfg_truncation": 0.5}):
         assert protocol_id(protocol_spec(base.with_overrides(change), prompts)) != pid, change
     (checkpoint / "model.safetensors").write_bytes(b"weights v2")  # a retrained reward model
     assert protocol_id(protocol_spec(base, prompts)) != pid

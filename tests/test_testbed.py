@@ -36,6 +36,15 @@ def test_classifier_is_accurate_even_when_small(testbed):
     assert testbed["accuracy"] >= 0.95
 
 
+def test_the_evaluation_encoder_separates_styles_on_held_out_digits(testbed):
+    from drift.testbed.encoder import PROBE_THRESHOLD, encoder_probe, load_encoder
+
+    data = load_images(testbed["images"])
+    probe = encoder_probe(load_encoder(testbed["root"] / "encoder"), data["images"], data["labels"], data["is_test"])
+    assert list(probe) == ["thickness", "slant", "size"]
+    assert min(probe.values()) >= PROBE_THRESHOLD, probe  # chance is 1/3
+
+
 def test_base_model_opens_like_a_hub_model(testbed):
     model = load_model(str(testbed["root"] / "base_model"))
     assert model.family == "flow" and model.vae is None and model.latent_shape == (1, 8, 8)

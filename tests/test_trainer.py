@@ -78,14 +78,23 @@ def test_first_update_after_rollout_has_unit_ratio(source):
     assert metrics["ratio_max_abs_dev"] < 1e-5
 
 
-def test_rescoring_reproduces_rollout_log_probs_for_every_step(source):
-    trainer = make_trainer(source, drift=DRIFT_ON)
+@pytest.mark.parametrize("directions", ["isotropic", "principal"])
+def test_rescoring_reproduces_rollout_log_probs_for_every_step(source, directions, tmp_path):
+    corpus = tmp_path / "captions.csv"  # prompt noise confined to the directions these captions differ in
+    corpus.write_text("prompt,split\n" + "".join(f"a {c} {a},train\n" for c in ("red", "blue", "green", "small")
+                                                  for a in ("cat", "dog", "bird", "fish")))
+    noise_cfg = {**DRIFT_ON["prompt_noise"], "directions": directions, "components": 3,
+                 "corpus": {"name": "prompt_file", "args": {"path": str(corpus)}}}
+    trainer = make_trainer(source, drift={**DRIFT_ON, "prompt_noise": noise_cfg})
     ro, _ = trainer.collect()
     from drift.sampling.rollout import condition_noise
 
     schedule = trainer.model.schedule(ro.num_steps)
     idx = torch.tensor([1, 4, 6])
-    noise = condition_noise(ro.cond[idx], ro.seeds[idx])
+    noise = condition_noise(ro.cond[idx], ro.seeds[idx], ro.prompt_noise.directions)
+    if directions == "principal":  # the noise of all 8 samples spans the three directions
+        everyone = condition_noise(ro.cond, ro.seeds, ro.prompt_noise.directions)
+        assert torch.linalg.matrix_rank(everyone.embeds.flatten(1), atol=1e-4) == 3
     with torch.no_grad():
         for i in range(ro.num_steps):
             lp = trainer.recompute_transition(ro, schedule, idx, i, noise).log_prob

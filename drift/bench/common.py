@@ -16,6 +16,7 @@ from typing import TextIO
 import numpy as np
 from tqdm.auto import tqdm
 
+from drift.config import BenchConfig, DriftConfig
 from drift.errors import ConfigError
 from drift.logs import quiet_libraries
 
@@ -54,6 +55,41 @@ def reach(trajectory: list[dict], level: float, keys: Iterable[str]) -> dict[str
     a, b = trajectory[first - 1], trajectory[first]
     w = (level - a["alignment"]) / (b["alignment"] - a["alignment"])
     return {k: float(a[k] + w * (b[k] - a[k])) for k in keys}
+
+
+FIGURES = ("diversity", "vendi", "precision", "recall", "frechet")  # an evaluation's figures in one embedding
+
+
+def further_embeddings(point: dict) -> list[str]:
+    """The labels of the embeddings an evaluation checkpoint reports beside its headline one
+    (eval.embeddings: metrics '<label>/diversity', ...)."""
+    return [k.split("/")[0] for k in point if k.endswith("/diversity") and not k.startswith("reward/")]
+
+
+def embedding_keys(point: dict, figures=FIGURES) -> list[str]:
+    """The keys of ``figures`` a checkpoint has, in the headline embedding and then in each further one."""
+    return [f"{p}{f}" for p in ["", *(f"{label}/" for label in further_embeddings(point))] for f in figures
+            if f"{p}{f}" in point]
+
+
+def embeddings_used(bench: BenchConfig, base: DriftConfig) -> dict:
+    """The evaluation embedding, the further ones by label, and each method's shaping potential
+    ('off' where shaping is off)."""
+    shaping = {}
+    for name in bench.methods:
+        cfg = bench.run_config(base, name, seed=0)
+        sh = cfg.drift.shaping
+        shaping[name] = (sh.embedding or cfg.embedding).name if sh.enabled else "off"
+    return {"measured": base.embedding.name, "further": {k: e.name for k, e in base.eval.embeddings.items()},
+            "shaping": shaping}
+
+
+def embeddings_line(embeddings: dict) -> str:
+    """Which embedding measured the figures and which one each method's shaping potential read."""
+    further = ", ".join(f"{label} ({name})" for label, name in embeddings["further"].items())
+    shaped = ", ".join(f"{m}: {name}" for m, name in embeddings["shaping"].items())
+    return (f"Diversity and coverage measured in {embeddings['measured']} (the evaluation embedding)"
+            + (f", and beside it in {further}" if further else "") + f". Shaping potential: {shaped}.")
 
 
 def mean_trajectory(runs: dict[int, list[dict]], keys: Iterable[str]) -> list[dict]:
@@ -196,4 +232,6 @@ class Progress:
             self.bar.close()
 
 
-__all__ = ["NullTracker", "Progress", "finite_stats", "mean_trajectory", "parse_seeds", "publish", "ratio", "reach"]
+__all__ = ["FIGURES", "NullTracker", "Progress", "embedding_keys", "embeddings_line", "embeddings_used",
+           "finite_stats", "further_embeddings",
+           "mean_trajectory", "parse_seeds", "publish", "ratio", "reach"]

@@ -31,7 +31,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from drift.bench.common import NullTracker, Progress, finite_stats, mean_trajectory, publish, ratio, reach
+from drift.bench.common import (
+    FIGURES,
+    NullTracker,
+    Progress,
+    embedding_keys,
+    embeddings_line,
+    embeddings_used,
+    finite_stats,
+    further_embeddings,
+    mean_trajectory,
+    publish,
+    ratio,
+    reach,
+)
 from drift.build import build_parts, build_trainer
 from drift.config import DriftConfig, EfficiencyBenchConfig
 from drift.models.base import T2IModel
@@ -63,13 +76,14 @@ def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, itera
     seeds = sorted(trajectories[baseline])
     base_end = {s: next(p for p in trajectories[baseline][s] if p["iteration"] == iterations) for s in seeds}
     targets = {s: base_end[s]["alignment"] for s in seeds}
+    figures = embedding_keys(base_end[seeds[0]])  # diversity, Vendi and coverage in every embedding
     table = []
     for name, runs in trajectories.items():
-        hit = {s: reach(runs[s], targets[s], ("iteration", "fpe", "seconds", "diversity")) for s in seeds}
+        hit = {s: reach(runs[s], targets[s], ("iteration", "fpe", "seconds", *figures)) for s in seeds}
         per_iteration = {s: runs[s][-1]["fpe"] / runs[s][-1]["iteration"] for s in seeds}
         base_per_iteration = {s: base_end[s]["fpe"] / iterations for s in seeds}
         row = {"method": name, "reached": sum(math.isfinite(hit[s]["fpe"]) for s in seeds), "seeds": len(seeds)}
-        for key in ("iteration", "fpe", "seconds", "diversity"):
+        for key in ("iteration", "fpe", "seconds", *figures):
             row[key] = [hit[s][key] for s in seeds]
             row[f"{key}_ratio"] = [ratio(hit[s][key], base_end[s][key]) for s in seeds]
         row["fpe_per_iteration"] = [per_iteration[s] for s in seeds]
@@ -79,6 +93,7 @@ def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, itera
         row["mean"] = {k: finite_stats(v)["mean"] for k, v in row.items() if isinstance(v, list)}
         table.append(row)
     return {"targets": targets, "baseline_diversity": {s: base_end[s]["diversity"] for s in seeds}, "table": table,
+            "figures": figures,
             "mean_trajectories": {name: mean_trajectory(runs, ("alignment", "diversity", "fpe", "seconds"))
                                   for name, runs in trajectories.items()}}
 
@@ -181,6 +196,8 @@ def write_outputs(out: Path, result: dict) -> None:
                 w.writerow([r["method"], seed, *(r[c][k] for c in COLUMNS)])
     base = result["baseline"]
     lines = [
+        embeddings_line(result["embeddings"]),
+        "",
         f"Target: {base}'s alignment after {result['iterations']} iterations, per seed "
         f"({', '.join(f'{v:.2f}' for v in analysis['targets'].values())}); seeds {result['seeds']}. "
         "Compute in denoiser forward-pass equivalents (fpe = forwards + 2 x backwards), training only.",
@@ -197,6 +214,18 @@ def write_outputs(out: Path, result: dict) -> None:
             f" | {_fmt(r['seconds'], '.0f')} | {_fmt(r['seconds_ratio'], '.2f', 'x')} | {_fmt(r['diversity'], '.4f')}"
             f" | {_fmt(r['diversity_ratio'], '', pct=True)} | {_fmt(r['final_alignment'], '.2f')}"
             f" (it {r['final_iteration']}) |")
+    lines += ["", f"At the target, in each embedding (headline: {result['embeddings']['measured']}; "
+              + ", ".join(f"{label}: {name}" for label, name in result["embeddings"]["further"].items())
+              + f"): each figure, and as a change against {base}'s there.", "",
+              "| method | embedding | " + " | ".join(f"{f} | vs {base}" for f in FIGURES) + " |",
+              "|---" * (2 + 2 * len(FIGURES)) + "|"]
+    labels = [result["embeddings"]["measured"], *further_embeddings(dict.fromkeys(analysis["figures"]))]
+    for r in analysis["table"]:
+        for k, label in enumerate(labels):
+            keys = [f"{label}/{f}" if k else f for f in FIGURES]
+            cells = [f"{_fmt(r[key], '.1f' if key.endswith('frechet') else '.4f')} | "
+                     f"{_fmt(r[key + '_ratio'], '', pct=True)}" if key in r else "- | -" for key in keys]
+            lines.append(f"| {r['method']} | {label} | " + " | ".join(cells) + " |")
     timing = result.get("rollout_timing")
     if timing:
         sec, ratio = timing["seconds"], timing["ratio_to_plain"]
@@ -252,6 +281,7 @@ def run_benchmark(bench: EfficiencyBenchConfig, base: DriftConfig, seeds: list[i
             shown.finish(run_id, time.perf_counter() - run_start)
         result = {"baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
                   "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+                  "embeddings": embeddings_used(bench, base),
                   "trajectories": trajectories, "analysis": analyse(trajectories, bench.baseline, bench.iterations)}
         if bench.timing_method is not None:
             shown.message(f"timing the rollouts of {bench.timing_method} ({bench.timing_repeats} rounds)")

@@ -26,7 +26,20 @@ from pathlib import Path
 
 import torch
 
-from drift.bench.common import NullTracker, Progress, finite_stats, mean_trajectory, publish, ratio, reach
+from drift.bench.common import (
+    FIGURES,
+    NullTracker,
+    Progress,
+    embedding_keys,
+    embeddings_line,
+    embeddings_used,
+    finite_stats,
+    further_embeddings,
+    mean_trajectory,
+    publish,
+    ratio,
+    reach,
+)
 from drift.build import build_trainer
 from drift.config import DriftConfig, ParetoBenchConfig
 from drift.evaluation.matching import matched_comparison, pareto_front
@@ -39,8 +52,12 @@ def _mean_over_levels(rows: list[dict], key: str = "gain") -> float:
     return finite_stats([r[key] for r in rows])["mean"]
 
 
-EVAL_METRICS = ("alignment", "diversity", "vendi", "precision", "recall", "frechet")
 COVERAGE = ("precision", "recall", "frechet")
+
+
+def _prefixes(point: dict) -> list[str]:
+    """'' for the headline embedding, then '<label>/' for each further one."""
+    return ["", *(f"{label}/" for label in further_embeddings(point))]
 
 
 def within_budget(trajectory: list[dict], iterations: int) -> list[dict]:
@@ -52,7 +69,7 @@ def reach_table(run: list[dict], baseline: list[dict], iterations: int, fraction
     method needs to reach f A, its diversity and coverage there, and their ratio to the baseline's
     when the baseline passed the same level."""
     final = within_budget(baseline, iterations)[-1]["alignment"]
-    metrics = [k for k in ("diversity", *COVERAGE) if k in run[0]]
+    metrics = embedding_keys(run[0], ("diversity", *COVERAGE))
     out = {}
     for f in fractions:
         mine, theirs = reach(run, f * final, ["iteration", *metrics]), reach(baseline, f * final, metrics)
@@ -65,19 +82,23 @@ def reach_table(run: list[dict], baseline: list[dict], iterations: int, fraction
 
 
 def compare(run: list[dict], base_run: list[dict], iterations: int, levels: int, fractions: list[float]) -> dict:
-    """One method against the baseline on one seed."""
+    """One method against the baseline on one seed: at matched levels in the headline embedding,
+    diversity at matched alignment in each further one too, and the final figures in all."""
     mine, theirs = within_budget(run, iterations), within_budget(base_run, iterations)
     zero = run[0]["alignment"]  # the base model's alignment: both runs start from it
     final = mine[-1]
-    return {
-        "diversity_gain_at_matched_alignment": _mean_over_levels(matched_comparison(mine, theirs, levels)),
+    out = {
         "alignment_gain_at_matched_diversity": _mean_over_levels(
             matched_comparison(mine, theirs, levels, "diversity", "alignment")),
         "alignment_improvement_gain_at_matched_diversity": _mean_over_levels(
             matched_comparison(mine, theirs, levels, "diversity", "alignment", zero=zero), "gain_over_zero"),
-        **{f"final_{k}": final[k] for k in EVAL_METRICS if k in final},
-        **reach_table(run, base_run, iterations, fractions),
+        "final_alignment": final["alignment"],
     }
+    for p in _prefixes(final):
+        out[f"{p}diversity_gain_at_matched_alignment"] = _mean_over_levels(
+            matched_comparison(mine, theirs, levels, y=f"{p}diversity"))
+        out.update({f"{p}final_{k}": final[f"{p}{k}"] for k in FIGURES if f"{p}{k}" in final})
+    return {**out, **reach_table(run, base_run, iterations, fractions)}
 
 
 def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, levels: int, iterations: int,
@@ -87,7 +108,9 @@ def analyse(trajectories: dict[str, dict[int, list[dict]]], baseline: str, level
     for name, runs in trajectories.items():
         per_seed = [compare(runs[s], base_runs[s], iterations, levels, fractions) for s in sorted(runs)]
         table.append({"method": name, **{k: finite_stats([c[k] for c in per_seed]) for k in per_seed[0]}})
-    means = {name: mean_trajectory({s: within_budget(t, iterations) for s, t in runs.items()}, EVAL_METRICS)
+    first = trajectories[baseline][min(base_runs)][0]
+    means = {name: mean_trajectory({s: within_budget(t, iterations) for s, t in runs.items()},
+                                   ["alignment", *embedding_keys(first)])
              for name, runs in trajectories.items()}
     points = [(name, p) for name, traj in means.items() for p in traj[1:]]
     front = [points[i] for i in pareto_front([(p["alignment"], p["diversity"]) for _, p in points])]
@@ -108,13 +131,19 @@ def _per_seed(stat: dict, fmt) -> str:
 
 
 def markdown_tables(result: dict) -> list[str]:
-    """The benchmark's tables: matched comparisons and final metrics within the budget, then the
-    reach levels, then the Pareto front."""
+    """The benchmark's tables: matched comparisons and final metrics within the budget in the
+    headline embedding, then the reach levels, then the same in each further embedding, then the
+    Pareto front."""
     analysis, base = result["analysis"], result["baseline"]
     rows = analysis["table"]
     has = lambda key: key in rows[0]  # noqa: E731
     cov = [k for k in COVERAGE if has(f"final_{k}")]
+    further = {label: name for label, name in result["embeddings"]["further"].items()
+               if has(f"{label}/final_diversity")}
+    pct = lambda v: f"{100 * v:+.0f}%"  # noqa: E731
     lines = [
+        embeddings_line(result["embeddings"]),
+        "",
         f"Seeds {', '.join(map(str, result['seeds']))}; {result['iterations']} iterations; gains relative to "
         f"{base} on the same seed (mean ± std over seeds). Alignment at matched diversity as the ratio of "
         "alignments, and as the ratio of improvements over the base model (iteration 0).",
@@ -125,7 +154,6 @@ def markdown_tables(result: dict) -> list[str]:
         "|---" * (9 + len(cov)) + "|",
     ]
     for r in rows:
-        pct = lambda v: f"{100 * v:+.0f}%"  # noqa: E731
         lines.append(
             f"| {r['method']} | {_pct(r['diversity_gain_at_matched_alignment'])} | "
             f"{_per_seed(r['diversity_gain_at_matched_alignment'], pct)} | "
@@ -139,16 +167,29 @@ def markdown_tables(result: dict) -> list[str]:
         lines += ["", f"Reaching {tag}% of {base}'s final alignment (same seed; trained past {result['iterations']} "
                   f"iterations where needed, up to {result['max_iterations'] or result['iterations']}): the iterations "
                   f"it takes, and the diversity and coverage there as a ratio to {base}'s when it passed the same "
-                  "level.",
+                  "level (diversity also in " + (", ".join(further) or "no other embedding") + ").",
                   "", "| method | iterations | per seed | diversity | x " + base + " | per seed | "
-                  + "".join(f"{k} | x {base} | " for k in cov), "|---" * (6 + 2 * len(cov)) + "|"]
+                  + "".join(f"{k} | x {base} | " for k in cov) + "".join(f"{label} diversity x {base} | "
+                                                                          for label in further),
+                  "|---" * (6 + 2 * len(cov) + len(further)) + "|"]
         for r in rows:
             ratio = r[f"diversity_ratio_at_{tag}"]
             lines.append(
                 f"| {r['method']} | {_num(r[f'iterations_to_{tag}'], 1)} | "
                 f"{_per_seed(r[f'iterations_to_{tag}'], lambda v: f'{v:.0f}')} | {_num(r[f'diversity_at_{tag}'])} | "
                 f"{_num(ratio, 2)} | {_per_seed(ratio, lambda v: f'{v:.2f}x')} | "
-                + "".join(f"{_num(r[f'{k}_at_{tag}'], 3)} | {_num(r[f'{k}_ratio_at_{tag}'], 2)} | " for k in cov))
+                + "".join(f"{_num(r[f'{k}_at_{tag}'], 3)} | {_num(r[f'{k}_ratio_at_{tag}'], 2)} | " for k in cov)
+                + "".join(f"{_num(r[f'{label}/diversity_ratio_at_{tag}'], 2)} | " for label in further))
+    for label, name in further.items():
+        lines += ["", f"The same runs measured in {label} ({name}): diversity at matched alignment (against {base}, "
+                  "same seed) and the final figures.", "",
+                  "| method | diversity at matched alignment | per seed | final diversity | final Vendi | "
+                  + "".join(f"final {k} | " for k in cov), "|---" * (5 + len(cov)) + "|"]
+        for r in rows:
+            gain = r[f"{label}/diversity_gain_at_matched_alignment"]
+            lines.append(f"| {r['method']} | {_pct(gain)} | {_per_seed(gain, pct)} | "
+                         f"{_num(r[f'{label}/final_diversity'])} | {_num(r[f'{label}/final_vendi'], 3)} | "
+                         + "".join(f"{_num(r[f'{label}/final_{k}'], 3)} | " for k in cov))
     lines += ["", "Pareto front of the seed-averaged checkpoints within the budget (alignment up, diversity up):", "",
               "| method | iteration | alignment | diversity |", "|---|---|---|---|"]
     lines += [f"| {p['method']} | {p['iteration']} | {p['alignment']:.3f} | {p['diversity']:.4f} |"
@@ -167,7 +208,10 @@ def write_outputs(out: Path, result: dict) -> None:
                         *[r[k][s] for k in keys for s in ("mean", "std")]])
     (out / "table.md").write_text("\n".join(markdown_tables(result)) + "\n")
     reference = next(iter(analysis["mean_trajectories"].values()))[0]
-    trajectory_plot(analysis["mean_trajectories"], out / "pareto.png", reference=reference,
+    embeddings = result["embeddings"]
+    panels = {f"{p}diversity": f"in {embeddings['further'][p[:-1]] if p else embeddings['measured']}"
+              for p in _prefixes(reference)}
+    trajectory_plot(analysis["mean_trajectories"], out / "pareto.png", reference=reference, panels=panels,
                     title=f"{result['iterations']} iterations, mean of seeds {', '.join(map(str, result['seeds']))}")
 
 
@@ -331,6 +375,7 @@ def run_benchmark(bench: ParetoBenchConfig, base: DriftConfig, seeds: list[int],
             "baseline": bench.baseline, "seeds": seeds, "iterations": bench.iterations,
             "max_iterations": bench.max_iterations, "reach_fractions": bench.reach_fractions,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads shared by {workers} workers",
+            "embeddings": embeddings_used(bench, base),
             "trajectories": trajectories,
             "analysis": analyse(trajectories, bench.baseline, bench.levels, bench.iterations, bench.reach_fractions),
             # training time of the runs in the table, whether trained now or reused

@@ -159,7 +159,7 @@ def report(
         metavar="[PATH]", show_default=False,
         help="pairs.csv (default: the config's preferences.pairs, else data/preferences/pairs.csv)")] = None,
     config: Annotated[Path | None, config_option(
-        "run configuration: its embedding and held-out share measure the head")] = None,
+        "run configuration: its preference embedding and held-out share measure the head")] = None,
     overrides: HiddenOverrides = None,
     head: Annotated[Path | None, typer.Option(
         help="a reward head directory (save_pretrained; default: the registry's champion of "
@@ -193,7 +193,8 @@ def report(
         from drift.registry import EMBEDDINGS
 
         head_model = load_head(head_dir)
-        embed = EMBEDDINGS.build(cfg.embedding.name, device=cfg.run.device, **cfg.embedding.args)
+        features = cfg.preference_embedding
+        embed = EMBEDDINGS.build(features.name, device=cfg.run.device, **features.args)
         which += ", on the held-out pairs (ties excluded; decided rows compared in brackets)"
     figures = rater_agreement(read_pairs(path), path.parent, head_model, embed,
                               _preferences(config, cfg).holdout_fraction, which, str(path))

@@ -12,6 +12,8 @@ app = typer.Typer(short_help="build the digits testbed (the DVC stages call thes
 
 Params = Annotated[Path, typer.Option(help="DVC parameters file (its testbed section)")]
 Images = Annotated[Path, typer.Option(help="the digit images (from drift testbed data)")]
+Timings = Annotated[Path, typer.Option(
+    help="where the wall time goes (kept out of the DVC output, which must not depend on it)")]
 
 
 @app.command(short_help="prompt CSV and digit images")
@@ -42,15 +44,42 @@ def classifier(params: Params = Path("params.yaml"), images: Images = Path("data
     print(f"digit classifier: held-out accuracy {accuracy:.4f}; saved to {out}")
 
 
+@app.command(short_help="train the evaluation encoder (contrastive, no labels) and probe it")
+def encoder(params: Params = Path("params.yaml"), images: Images = Path("data/testbed/digits.npz"),
+            out: Path = Path("data/testbed/encoder"), timings: Timings = Path(".state/timings/train_encoder.json"),
+            ) -> None:
+    import time
+
+    from drift.config import load_testbed_params
+    from drift.testbed import deterministic_build
+    from drift.testbed.data import load_images
+    from drift.testbed.encoder import PROBE_THRESHOLD, encoder_probe, train_encoder
+
+    p = load_testbed_params(params)
+    deterministic_build(p.threads)
+    digits = load_images(images)
+    start = time.perf_counter()
+    model, stats = train_encoder(digits["images"], digits["is_test"], **p.encoder.model_dump(), seed=p.seed)
+    seconds = time.perf_counter() - start
+    probe = encoder_probe(model, digits["images"], digits["labels"], digits["is_test"])
+    model.save_pretrained(out)
+    (out / "metrics.json").write_text(json.dumps({**stats, "probe_accuracy": probe,
+                                                  "probe_threshold": PROBE_THRESHOLD}, indent=2))
+    timings.parent.mkdir(parents=True, exist_ok=True)
+    timings.write_text(json.dumps({"seconds": seconds, "steps": stats["steps"]}, indent=2))
+    shown = ", ".join(f"{name} {acc:.2f}" for name, acc in probe.items())
+    print(f"digit encoder: {stats['steps']} steps in {seconds:.1f} s, final loss {stats['final_loss']:.3f}; linear "
+          f"probe of the attribute terciles on held-out digits (chance 0.33, threshold {PROBE_THRESHOLD}): {shown}; "
+          f"saved to {out} (time recorded in {timings}, outside the DVC output)")
+
+
 @app.command("pretrain", short_help="pretrain the base text-to-image model with flow matching")
 def pretrain_base_model(
     params: Params = Path("params.yaml"),
     images: Images = Path("data/testbed/digits.npz"),
     prompts: Annotated[Path, typer.Option(help="the prompt CSV (from drift testbed data)")] = Path("data/prompts.csv"),
     out: Path = Path("data/testbed/base_model"),
-    timings: Annotated[Path, typer.Option(
-        help="where the wall time goes (kept out of the DVC output, which must not depend on it)")] = Path(
-        ".state/timings/pretrain_base_model.json"),
+    timings: Timings = Path(".state/timings/pretrain_base_model.json"),
 ) -> None:
     from drift.config import load_testbed_params
     from drift.data.prompts import read_prompts

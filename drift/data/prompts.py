@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from drift.errors import DriftError
+from drift.registry import CORPORA
 
 REQUIRED_COLUMNS = ("prompt", "split")
 MAX_FILE_MB = 10.0
@@ -54,3 +55,18 @@ def split_prompts(table: pd.DataFrame, split: str) -> list[str]:
         raise DriftError(f"prompt table has no rows with split '{split}' (splits present: "
                          f"{', '.join(sorted(table['split'].unique()))})")
     return prompts
+
+
+@CORPORA.register("prompt_file")
+def prompt_file(path: str, split: str | None = None, group_by: str | None = None) -> list[list[str]]:
+    """The prompts of a prompt CSV (those of ``split`` only, if given) as a corpus: one group, or one
+    per value of the column ``group_by`` (e.g. the prompt each caption of a set of rewrites expands)."""
+    table = read_prompts(path)
+    if split is not None:
+        split_prompts(table, split)  # says which splits there are if this one is not
+        table = table[table["split"] == split]
+    if group_by is None:
+        return [table["prompt"].tolist()]
+    if group_by not in table.columns:
+        raise DriftError(f"prompt file {path} has no column '{group_by}' to group the corpus by")
+    return [g["prompt"].tolist() for _, g in table.groupby(group_by, sort=False)]

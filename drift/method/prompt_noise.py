@@ -5,14 +5,54 @@ the conditioning is perturbed, which widens the conditioning space beyond the li
 late in denoising it is the clean prompt embedding. Three forms of the perturbation:
 'cads' replaces the prompt by noise where g = 0 (unless g has a floor), 'additive' and 'anchored'
 keep the prompt at every tau. The noise tensor of each sample is drawn from that sample's own
-seed, so the update reproduces the exact conditioning its rollout used.
+seed, so the update reproduces the exact conditioning its rollout used; it is isotropic, or
+confined to the leading principal directions of a prompt corpus's embeddings (``confine``).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 FORMS = ("cads", "additive", "anchored")
+
+
+@dataclass(frozen=True)
+class Directions:
+    """Principal directions of a set of prompt embeddings flattened per prompt: ``basis`` (K, D) with
+    orthonormal rows v_k, ``spread`` (K,) the standard deviation sd_k of the set along each."""
+
+    basis: torch.Tensor
+    spread: torch.Tensor
+
+
+def principal_directions(embeddings: torch.Tensor, k: int, groups: torch.Tensor | None = None) -> Directions:
+    """The leading ``k`` principal directions of embeddings (N, ...) of a prompt corpus, and the
+    corpus's standard deviation along each (singular values / sqrt(N - 1) of the centred set).
+    With ``groups`` (N,), each embedding is centred on its group's mean instead of the corpus's:
+    the directions in which captions of one subject differ (within-group scatter), not those that
+    tell subjects apart."""
+    x = embeddings.flatten(1).to(torch.float64)
+    if groups is None:
+        groups = torch.zeros(len(x), dtype=torch.long)
+    _, index = torch.unique(groups, return_inverse=True)
+    means = torch.zeros(int(index.max()) + 1, x.shape[1], dtype=x.dtype).index_add_(0, index, x)
+    means /= torch.bincount(index).to(x.dtype)[:, None]
+    _, s, vh = torch.linalg.svd(x - means[index], full_matrices=False)
+    k = min(k, len(s))
+    return Directions(vh[:k].to(torch.float32), (s[:k] / math.sqrt(max(len(x) - 1, 1))).to(torch.float32))
+
+
+def confine(n: torch.Tensor, directions: Directions) -> torch.Tensor:
+    """Standard-normal noise ``n`` (B, ...) confined to the principal directions and scaled to the
+    corpus's spread along each: n' = V^T diag(sd) V n per sample, so that n' has standard deviation
+    sd_k along v_k and nothing elsewhere (structured noise that moves a prompt the way the corpus's
+    prompts differ: toward its attribute words, not across every entry)."""
+    v = directions.basis.to(n.device)
+    flat = n.flatten(1).to(torch.float32)
+    return (((flat @ v.T) * directions.spread.to(n.device)) @ v).reshape(n.shape)
 
 
 def anneal_weight(tau: float, tau1: float, tau2: float, floor: float = 0.0) -> float:

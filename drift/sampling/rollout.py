@@ -16,7 +16,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from drift.config import SamplerSettings
-from drift.method.prompt_noise import anneal_weight
+from drift.errors import ConfigError
+from drift.method.prompt_noise import Directions, anneal_weight, confine, principal_directions
 from drift.models.base import Conditioning, T2IModel
 
 
@@ -31,6 +32,8 @@ class PromptNoise:
     psi: float = 1.0
     form: str = "cads"  # drift.method.prompt_noise.FORMS
     floor: float = 0.0  # lower bound on the annealing weight g
+    # the noise confined to principal directions, per content field of the conditioning; None: isotropic
+    directions: dict[str, Directions] | None = None
 
 
 @dataclass
@@ -57,17 +60,35 @@ def sample_generators(seeds: torch.Tensor, offset: int) -> list[torch.Generator]
     return [torch.Generator().manual_seed(2 * int(s) + offset) for s in seeds]
 
 
-def condition_noise(cond: Conditioning, seeds: torch.Tensor) -> Conditioning:
+def condition_noise(cond: Conditioning, seeds: torch.Tensor,
+                    directions: dict[str, Directions] | None = None) -> Conditioning:
     """Standard-normal noise shaped like the content of ``cond``, drawn from each sample's
-    prompt-noise generator (field by field, in ``Conditioning.CONTENT`` order)."""
+    prompt-noise generator (field by field, in ``Conditioning.CONTENT`` order); with ``directions``,
+    each field's confined to its principal directions (``drift.method.prompt_noise.confine``)."""
     gens = sample_generators(seeds, offset=1)
 
-    def draw(value):
+    def draw(name, value):
         if isinstance(value, torch.Tensor):
-            return randn_tensor(value.shape, generator=gens, device=value.device, dtype=torch.float32)
+            n = randn_tensor(value.shape, generator=gens, device=value.device, dtype=torch.float32)
+            return n if directions is None else confine(n, directions[name])
         return [randn_tensor(t.shape, generator=g, device=t.device, dtype=torch.float32) for t, g in zip(value, gens)]
 
-    return Conditioning(**{name: draw(value) for name, value in cond.content().items()})
+    return Conditioning(**{name: draw(name, value) for name, value in cond.content().items()})
+
+
+@torch.no_grad()
+def prompt_directions(model: T2IModel, corpus: list[list[str]], k: int, batch_size: int = 256) -> dict[str, Directions]:
+    """The ``k`` leading principal directions in which the captions of each group of a prompt corpus
+    differ (``principal_directions`` with the groups), per content field of their conditioning,
+    encoded by the model's own text encoders (the space prompt noise acts in)."""
+    captions = [c for group in corpus for c in group]
+    groups = torch.tensor([g for g, group in enumerate(corpus) for _ in group])
+    cond = Conditioning.cat([model.encode(captions[i : i + batch_size]) for i in range(0, len(captions), batch_size)])
+    fields = cond.content()
+    if not all(isinstance(v, torch.Tensor) for v in fields.values()):
+        raise ConfigError("drift.prompt_noise.directions 'principal' needs prompt embeddings of one length; this "
+                          "model family encodes each prompt to a sequence of its own length")
+    return {name: principal_directions(value.float().cpu(), k, groups) for name, value in fields.items()}
 
 
 def conditioning_at(model: T2IModel, cond: Conditioning, noise: Conditioning | None, tau: float,
@@ -149,7 +170,7 @@ def rollout_samples(model: T2IModel, sample_prompts: list[str], group_ids: torch
     for idx in _chunks(len(sample_prompts), batch_size):
         gens = sample_generators(seeds[idx], offset=0)
         x = model.initial_latents(gens)
-        noise = condition_noise(cond[idx], seeds[idx]) if prompt_noise is not None else None
+        noise = None if prompt_noise is None else condition_noise(cond[idx], seeds[idx], prompt_noise.directions)
         parts.append(_denoise(model, denoiser, schedule, x, cond[idx], noise, None if uncond is None else uncond[idx],
                               sampler, prompt_noise, gens, keep_x0, progress, sde_steps))
     latents = torch.cat([p[0] for p in parts])

@@ -12,6 +12,8 @@ as "any" and the plain prompt keeps the whole variety of its digit.
 
 from __future__ import annotations
 
+from itertools import product
+
 import numpy as np
 
 # (attribute, words of its low, middle and high tercile)
@@ -19,6 +21,8 @@ ATTRIBUTES = (("thickness", ("thin", "regular", "bold")), ("slant", ("leftward",
               ("size", ("small", "medium", "large")))
 LOW, MIDDLE, HIGH = 0, 1, 2
 UNNAMED = 3  # a level that a caption leaves out
+# every combination of one level or UNNAMED per attribute: what a caption can say about an image
+LEVEL_COMBINATIONS = list(product(range(UNNAMED + 1), repeat=len(ATTRIBUTES)))
 
 
 def attribute_values(images: np.ndarray) -> np.ndarray:
@@ -58,3 +62,9 @@ def attribute_words(levels: tuple[int, ...] | np.ndarray) -> list[str]:
 def caption(phrasing: str, levels) -> str:
     """A digit's phrasing followed by the words of its named attribute levels."""
     return " ".join([phrasing, *attribute_words(levels)])
+
+
+def pretraining_captions(phrasings: list[str]) -> list[str]:
+    """Every caption pretraining can give: each phrasing with each combination of named levels
+    (``LEVEL_COMBINATIONS``), phrasing by phrasing."""
+    return [caption(p, levels) for p in phrasings for levels in LEVEL_COMBINATIONS]

@@ -13,8 +13,10 @@ import pandas as pd
 import torch
 from sklearn.datasets import load_digits
 
-from drift.registry import REFERENCES
+from drift.data.prompts import read_prompts, split_prompts
+from drift.registry import CORPORA, REFERENCES
 from drift.scoring.coverage import ReferenceSet
+from drift.testbed.attributes import pretraining_captions
 from drift.testbed.classifier import DIGIT_WORDS, digit_from_prompt
 
 TRAIN_TEMPLATES = [
@@ -80,3 +82,11 @@ def digit_reference(images: str = "data/testbed/digits.npz") -> ReferenceSet:
     data = load_images(images)
     return ReferenceSet(classify=digit_from_prompt,
                         images={d: torch.from_numpy(data["images"][data["labels"] == d]) for d in range(10)})
+
+
+@CORPORA.register("testbed_captions")
+def testbed_captions(prompts: str = "data/prompts.csv", split: str = "train") -> list[list[str]]:
+    """Every caption the testbed's base model was pretrained on, one group per training phrasing: the
+    phrasing with each combination of named attribute levels (drift.testbed.attributes), so that
+    the groups differ by their digit and phrasing and the captions of a group by attribute words."""
+    return [pretraining_captions([p]) for p in split_prompts(read_prompts(prompts), split)]

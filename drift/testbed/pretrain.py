@@ -9,7 +9,6 @@ with a word-level tokenizer built from the prompt vocabulary, and a
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-from drift.testbed.attributes import ATTRIBUTES, UNNAMED, attribute_levels, caption
+from drift.testbed.attributes import ATTRIBUTES, LEVEL_COMBINATIONS, UNNAMED, attribute_levels, pretraining_captions
 
 MAX_TOKENS = 16
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
@@ -72,9 +71,7 @@ def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, pro
     train = prompts[prompts["split"] == "train"]
     phrasings = [train[train["digit"].astype(int) == d]["prompt"].tolist() for d in range(10)]
     per_digit = len(phrasings[0])
-    # every phrasing with every combination of attribute levels, each level or UNNAMED
-    combos = list(itertools.product(range(UNNAMED + 1), repeat=len(ATTRIBUTES)))
-    captions = [caption(p, levels) for ps in phrasings for p in ps for levels in combos]
+    captions = pretraining_captions([p for ps in phrasings for p in ps])
     tokenizer = build_tokenizer(prompts["prompt"].tolist() + captions)
     text_encoder, unet = build_models(len(tokenizer))
     ids = tokenizer(captions + [""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
@@ -93,7 +90,7 @@ def pretrain(images: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, pro
         phrasing = digit * per_digit + torch.randint(per_digit, (batch_size,), generator=gen)
         named = torch.rand(batch_size, len(ATTRIBUTES), generator=gen) < attribute_rate
         levels = torch.where(named, levels_all[idx], UNNAMED)
-        text_id = phrasing * len(combos) + (levels * combo_index).sum(dim=1)
+        text_id = phrasing * len(LEVEL_COMBINATIONS) + (levels * combo_index).sum(dim=1)
         text_id = torch.where(torch.rand(batch_size, generator=gen) < cond_dropout, len(ids) - 1, text_id)
         sigma = torch.rand(batch_size, generator=gen)
         noise = torch.randn(x0.shape, generator=gen)

@@ -40,12 +40,14 @@ from drift.method.grpo import clipped_policy_loss, mean_kl
 from drift.method.iteration_schedule import linear_schedule
 from drift.models.base import T2IModel
 from drift.models.trained import BaseReference, save_trained
+from drift.registry import CORPORA
 from drift.sampling.rollout import (
     PromptNoise,
     Rollout,
     condition_noise,
     conditioning_at,
     expand_groups,
+    prompt_directions,
     rollout_samples,
 )
 from drift.sampling.window import sde_steps
@@ -150,6 +152,11 @@ class Trainer:
         self.policy, self.optimizer = self.accelerator.prepare(model.denoiser, optimizer)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.ema = EMAModel(self.params, decay=train.ema_decay) if train.ema_decay > 0 else None
+        pn = config.drift.prompt_noise
+        self.noise_directions = None  # the principal directions prompt noise is confined to, if it is
+        if pn.enabled and pn.directions == "principal":
+            corpus = CORPORA.build(pn.corpus.name, **pn.corpus.args)
+            self.noise_directions = prompt_directions(model, corpus, pn.components, config.sampling.batch_size)
 
     # -- setup -----------------------------------------------------------------------------------
     def _add_lora(self, lora):
@@ -194,7 +201,7 @@ class Trainer:
             return None
         scale = linear_schedule(self.iteration, pn.scale, pn.final_scale, pn.decay_iterations)
         return PromptNoise(scale=scale, tau1=pn.tau1, tau2=pn.tau2, rescale=pn.rescale, psi=pn.psi, form=pn.form,
-                           floor=pn.floor)
+                           floor=pn.floor, directions=self.noise_directions)
 
     def iteration_batch(self) -> tuple[list[str], torch.Tensor]:
         """This iteration's P prompts and P * G sample seeds (the same on every process)."""
@@ -301,7 +308,7 @@ class Trainer:
             samples, share = torch.zeros(1, dtype=torch.long), 0.0
         cond_noise = None
         if rolled.prompt_noise is not None:
-            cond_noise = condition_noise(rolled.cond[samples], rolled.seeds[samples])
+            cond_noise = condition_noise(rolled.cond[samples], rolled.seeds[samples], rolled.prompt_noise.directions)
         for k, i in enumerate(timesteps):
             last = sync and k == len(timesteps) - 1
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
