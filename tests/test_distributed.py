@@ -80,7 +80,7 @@ def test_two_processes_give_the_statistics_and_weights_of_one_and_resume_across_
     # Two iterations on one process, the third on two: the weights of three on one.
     _train(run_config("two_iterations", **{"train.iterations": 2}), tmp_path / "resumed", 1)
     result = _train(config, tmp_path / "resumed", 2, "--resume")
-    assert "resumed from" in result.stdout and "iter_000002" in result.stdout
+    assert "resuming from" in result.stdout and "iter_000002" in result.stdout
     resumed = _weights(tmp_path / "resumed")
     for name in w1:
         torch.testing.assert_close(resumed[name], w1[name], rtol=1e-3, atol=1e-5)

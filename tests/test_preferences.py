@@ -183,7 +183,7 @@ def test_report_command_measures_a_head_on_each_raters_held_out_pairs(tmp_path, 
     fit_bradley_terry(embed(a), embed(b), ana["choice"].tolist()).save_pretrained(tmp_path / "head")
 
     args = ["preferences", "report", str(tmp_path / "pairs.csv"), "-c", str(ROOT / "configs" / "retrain_local.yaml"),
-            "--set", "embedding.name=pixels", "--set", "embedding.args={}", "--head", str(tmp_path / "head"),
+            "--set", "preferences.embedding={name: pixels}", "--head", str(tmp_path / "head"),
             "--json", str(tmp_path / "raters.json")]
     assert cli.main(args) == 0
     out = capsys.readouterr().out

@@ -132,7 +132,7 @@ def test_the_protocol_identity_follows_what_decides_the_figures(tmp_path):
                    {"eval.noise_level": 0.0}, {"reward": [{"name": "digit_margin", "weight": 2.0,
                                                            "args": {"checkpoint": str(checkpoint)}}]},
                    {"embedding.name": "digit_encoder"}, {"eval.embeddings": {"pixels": {"name": "pixels"}}},
-                   {"model.options.max_sequence_length": 128}, {"model.options.cfg_truncation": 0.5}):
+                   {"model.max_sequence_length": 128}, {"model.cfg_truncation": 0.5}):
         assert protocol_id(protocol_spec(base.with_overrides(change), prompts)) != pid, change
     (checkpoint / "model.safetensors").write_bytes(b"weights v2")  # a retrained reward model
     assert protocol_id(protocol_spec(base, prompts)) != pid
