@@ -10,10 +10,12 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Ignore any machine-wide pip configuration (find-links to a CPU-only torch wheel that
-# breaks torchvision, private indexes): the install uses PyPI and our constraints only.
+# breaks torchvision, private indexes): the install uses PyPI and our constraints only. uv installs
+# the same pins as pip would, in parallel (measured cold: 1m46s with pip, see the README).
 export PIP_CONFIG_FILE := /dev/null
 export PIP_FIND_LINKS :=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export UV_NO_CONFIG := 1
 # The project runs offline.
 export ZENML_ANALYTICS_OPT_IN := false
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -26,8 +28,8 @@ export PATH := $(BIN):$(PATH)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade "pip>=24" "uv==0.13.9"
+	$(BIN)/uv pip install --python $(BIN)/python -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
