@@ -111,7 +111,8 @@ def remote_config(testbed, served, run_dir, **args):
     clf = {"checkpoint": str(testbed["root"] / "classifier")}
     return small_config(testbed, **{
         "reward": [{"name": "digit_margin", "args": clf}, term], "train.iterations": 2, "sampling.group_size": 4,
-        "sampling.prompts_per_iteration": 2, "sampling.num_steps": 4, "sampling.sde_window": {"size": None}, "eval.every": 0, "eval.num_prompts": 2,
+        "sampling.prompts_per_iteration": 2, "sampling.num_steps": 4, "sampling.sde_window": {"size": None},
+        "eval.every": 0, "eval.num_prompts": 2,
         "eval.samples_per_prompt": 4, "eval.coverage": None, "checkpoint.every": 1, "run.output_dir": str(run_dir)})
 
 

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from drift.errors import ModelNotFoundError
 from drift.registry import EMBEDDINGS, REWARDS
 from drift.scoring.modules import load_module
 
@@ -66,11 +65,8 @@ def pairwise_accuracy(head: PreferenceHead, feat_a: torch.Tensor, feat_b: torch.
 
 
 def load_head(path: str | Path) -> PreferenceHead:
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ModelNotFoundError(f"preference head not found at {path} (looked for {path / 'config.json'}); "
-                                 "train one with the retraining pipeline or set the reward's 'head' argument")
-    return load_module(PreferenceHead, path)
+    return load_module(PreferenceHead, path, what="preference head",
+                       remedy="train one with the retraining pipeline or set the reward's 'head' argument")
 
 
 @dataclass

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from drift.errors import ModelNotFoundError
 from drift.registry import EMBEDDINGS, REWARDS
 from drift.scoring.modules import load_module
 
@@ -71,13 +70,9 @@ def digit_margin(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def load_classifier(checkpoint: str | Path, device="cpu") -> DigitClassifier:
-    path = Path(checkpoint)
-    if not (path / "config.json").is_file():
-        raise ModelNotFoundError(
-            f"digit classifier not found at {path} (looked for {path / 'config.json'}); "
-            "build the testbed with `dvc repro` (stage train_classifier) or set the reward's 'checkpoint' argument"
-        )
-    return load_module(DigitClassifier, path, device)
+    return load_module(DigitClassifier, checkpoint, device, what="digit classifier",
+                       remedy="build the testbed with `dvc repro` (stage train_classifier) or set the reward's "
+                              "'checkpoint' argument")
 
 
 @REWARDS.register("digit_margin")

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from drift.errors import ModelNotFoundError
 from drift.registry import EMBEDDINGS
 from drift.scoring.modules import load_module
 from drift.testbed.attributes import ATTRIBUTES, attribute_levels
@@ -115,13 +114,9 @@ def encoder_probe(model: DigitEncoder, images: np.ndarray, labels: np.ndarray, i
 
 
 def load_encoder(checkpoint: str | Path, device="cpu") -> DigitEncoder:
-    path = Path(checkpoint)
-    if not (path / "config.json").is_file():
-        raise ModelNotFoundError(
-            f"digit encoder not found at {path} (looked for {path / 'config.json'}); "
-            "build the testbed with `dvc repro` (stage train_encoder) or set the embedding's 'checkpoint' argument"
-        )
-    return load_module(DigitEncoder, path, device)
+    return load_module(DigitEncoder, checkpoint, device, what="digit encoder",
+                       remedy="build the testbed with `dvc repro` (stage train_encoder) or set the embedding's "
+                              "'checkpoint' argument")
 
 
 @EMBEDDINGS.register("digit_encoder")
