@@ -22,7 +22,45 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+# make test runs two pytest-xdist workers: one torch thread each (and in the processes they start),
+# since two workers of two threads on two cores run far slower than one thread each.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
+
+
+def pytest_collection_modifyitems(items):
+    """The order in which make test's two pytest-xdist workers (--dist loadfile
+    --no-loadscope-reorder: each module whole on one worker, for its module-scoped fixtures) take the
+    modules: first one on the digits testbed, so that one worker starts building the testbed while
+    the other runs the modules with costly module fixtures that do not need it; then the other
+    testbed modules (the longest); then the rest, which fills the gaps."""
+
+    def module_scoped(item) -> bool:
+        return any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values())
+
+    on_testbed = {item.module for item in items if "testbed" in item.fixturenames}
+    costly = {item.module for item in items if module_scoped(item)} - on_testbed
+    first = next((item.module for item in items if item.module in on_testbed), None)
+    items.sort(key=lambda item: (item.module is not first, item.module not in costly,
+                                 item.module not in on_testbed))
+
+
+@contextmanager
+def built_once(tmp_path_factory, name: str):
+    """A directory for session data that the whole test run shares: under pytest-xdist the first
+    worker to ask builds it (the block runs with ``ready`` False) while the others wait on a lock,
+    then reuse it. Yields (directory, ready)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    with FileLock(f"{root}.lock"):
+        marker = root / ".built"
+        root.mkdir(exist_ok=True)
+        yield root, marker.is_file()
+        marker.touch()
 
 
 @pytest.fixture(scope="session")
@@ -55,23 +93,31 @@ ENCODER_STEPS = 150  # a third of the DVC stage's: enough for the attribute prob
 
 @pytest.fixture(scope="session")
 def testbed(tmp_path_factory):
-    """The digits testbed built small (few epochs and steps) in a temporary directory."""
+    """The digits testbed built small (few epochs and steps) in a temporary directory, once per test run."""
+    import json
+
     from drift.data.prompts import read_prompts
     from drift.testbed.classifier import train_classifier
     from drift.testbed.data import build_data, load_images
     from drift.testbed.encoder import train_encoder
     from drift.testbed.pretrain import pretrain, save
 
-    root = tmp_path_factory.mktemp("testbed")
-    paths = build_data(root)
-    data = load_images(paths["images"])
-    clf, accuracy = train_classifier(data["images"], data["labels"], data["is_test"], epochs=8)
-    clf.save_pretrained(root / "classifier")
-    encoder, _ = train_encoder(data["images"], data["is_test"], steps=ENCODER_STEPS)
-    encoder.save_pretrained(root / "encoder")
-    pipe, stats = pretrain(data["images"], data["labels"], ~data["is_test"], read_prompts(paths["prompts"]), steps=400)
-    save(pipe, stats, root / "base_model")
-    return {"root": root, "accuracy": accuracy, "stats": stats, **paths}
+    with built_once(tmp_path_factory, "testbed") as (root, ready):
+        if not ready:
+            paths = build_data(root)
+            data = load_images(paths["images"])
+            clf, accuracy = train_classifier(data["images"], data["labels"], data["is_test"], epochs=8)
+            clf.save_pretrained(root / "classifier")
+            encoder, _ = train_encoder(data["images"], data["is_test"], steps=ENCODER_STEPS)
+            encoder.save_pretrained(root / "encoder")
+            pipe, stats = pretrain(data["images"], data["labels"], ~data["is_test"], read_prompts(paths["prompts"]),
+                                   steps=400)
+            save(pipe, stats, root / "base_model")
+            (root / "built.json").write_text(json.dumps({"accuracy": accuracy, "stats": stats,
+                                                         **{k: str(v) for k, v in paths.items()}}))
+    built = json.loads((root / "built.json").read_text())
+    return {"root": root, "accuracy": built["accuracy"], "stats": built["stats"], "prompts": Path(built["prompts"]),
+            "images": Path(built["images"])}
 
 
 def small_config(testbed, **overrides):
