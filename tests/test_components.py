@@ -248,4 +248,7 @@ def test_retraining_configs_run_the_default_drift():
         # the diversity bonus's weight is the retraining's own (tuned with its KL term); all else is the default's
         shaping = {**retrain["drift"]["shaping"], "weight": default["drift"]["shaping"]["weight"]}
         assert {**retrain["drift"], "shaping": shaping} == default["drift"]
-        assert retrain["eval"] == default["eval"] and retrain["sampling"] == default["sampling"]
+        assert retrain["eval"] == default["eval"]
+        # no SDE window in retraining (see its comment); the sampler otherwise the default's
+        assert retrain["sampling"]["sde_window"] == {"size": None} and retrain["train"]["trained_steps"] is None
+        assert {**retrain["sampling"], "sde_window": None} == {**default["sampling"], "sde_window": None}
