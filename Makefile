@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed
 
 # Ignore any machine-wide pip configuration (find-links to a CPU-only torch wheel that
 # breaks torchvision, private indexes): the install uses PyPI and our constraints only. uv installs
-# the same pins as pip would, in parallel (from a fresh clone: 22 s, where pip took 1 min 46 s).
+# the same pins as pip would, in parallel, compiled to bytecode as pip does (without it every
+# process compiles torch, diffusers, zenml and mlflow again where PYTHONDONTWRITEBYTECODE is set:
+# make test took 9 min 25 s instead of 5 min 45 s).
 export PIP_CONFIG_FILE := /dev/null
 export PIP_FIND_LINKS :=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -29,7 +31,7 @@ export PATH := $(BIN):$(PATH)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24" "uv==0.13.9"
-	$(BIN)/uv pip install --python $(BIN)/python -c constraints.txt -e '.[dev]'
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
