@@ -35,8 +35,7 @@ def pytest_collection_modifyitems(items):
     --no-loadscope-reorder: each module whole on one worker, for its module-scoped fixtures) take the
     modules: first one on the digits testbed, so that one worker starts building the testbed while
     the other runs the modules with costly module fixtures that do not need it; then the other
-    testbed modules (the longest); then the rest, which fills the gaps. Within each of these, modules
-    that run pipelines (zen_env: a subprocess each, the longest tests) go first."""
+    testbed modules (the longest); then the rest, which fills the gaps."""
 
     def module_scoped(item) -> bool:
         return any(defs[-1].scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values())
@@ -44,9 +43,8 @@ def pytest_collection_modifyitems(items):
     on_testbed = {item.module for item in items if "testbed" in item.fixturenames}
     costly = {item.module for item in items if module_scoped(item)} - on_testbed
     first = next((item.module for item in items if item.module in on_testbed), None)
-    pipelines = {item.module for item in items if "zen_env" in item.fixturenames}
     items.sort(key=lambda item: (item.module is not first, item.module not in costly,
-                                 item.module not in on_testbed, item.module not in pipelines))
+                                 item.module not in on_testbed))
 
 
 @contextmanager
