@@ -95,11 +95,11 @@ def update_reward_model(config: DriftConfig, pairs: pd.DataFrame, preference_ver
     champion = download_reward_head(mlflow.get_tracking_uri(), p.reward_model_name,
                                     tempfile.mkdtemp(prefix="drift-reward-head-"))
     correct, pair_keys = heldout_correct(head, data)
-    champion_head, champion_accuracy, champion_correct = None, None, None
+    champion_head, champion_model, champion_accuracy, champion_correct = None, None, None, None
     if champion is not None:
-        champion_head = champion[0]
-        champion_accuracy = heldout_accuracy(load_head(champion_head), data)
-        champion_correct = heldout_correct(load_head(champion_head), data)[0]
+        champion_head, champion_model = champion[0], load_head(champion[0])
+        champion_accuracy = heldout_accuracy(champion_model, data)
+        champion_correct = heldout_correct(champion_model, data)[0]
     accept, reason = reward_head_decision(correct, champion_correct, pair_keys, config.registry.confidence,
                                           config.registry.bootstrap_resamples, p.min_accuracy_gain)
     mlflow.log_metrics({"reward_model/heldout_accuracy": accuracy, "reward_model/train_pairs": len(data.train_choices),
@@ -115,7 +115,7 @@ def update_reward_model(config: DriftConfig, pairs: pd.DataFrame, preference_ver
     print(reason)
     # How consistent the raters are, and how the head the generator is trained with agrees with each.
     which = f"{p.reward_model_name} version {version or champion[1]}"
-    raters = rater_report(pairs, data.identity, heldout_choices(head if accept else load_head(champion_head), data),
+    raters = rater_report(pairs, data.identity, heldout_choices(head if accept else champion_model, data),
                           f"{which} on the held-out pairs (ties excluded)", f"{p.pairs} ({preference_version})")
     print(raters.to_text())
     mlflow.log_metrics(raters.metrics())
